@@ -1,0 +1,280 @@
+"""The attention interceptor: a custom attention function registered with transformers (DESIGN §3).
+
+`trace(model)` registers the function ``afip_probe`` with `AttentionInterface` (and `sdpa_mask`
+under the same name with `AttentionMaskInterface`, otherwise the mask is None), switches the
+decoder's attention implementation to it, and restores everything on exit, also after an exception.
+The function runs SDPA for the output and, for the last query row of every forward pass, computes
+the pre-softmax score row B = q·Kᵀ·scaling (+mask) of all heads (GQA keys shared, never copied),
+which feeds the recorder and, when given, score modifiers (the AFIP corrector).
+
+Example:
+    >>> import afip_probe
+    >>> from afip_probe.models import tiny, adapter_for
+    >>> model, processor = tiny.tiny_llava()
+    >>> inputs = adapter_for(model, processor).build_inputs(tiny.random_images(2), "describe")
+    >>> with afip_probe.trace(model, processor, level="maps") as rec:
+    ...     out = model.generate(**inputs, max_new_tokens=4)
+    >>> len(rec.traces), rec.traces[0].maps.shape        # [T, L, n]
+    (2, (4, 2, 16))
+    >>> model.config.text_config._attn_implementation   # restored
+    'sdpa'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol, Sequence
+
+import torch
+
+from ..errors import AfipError
+from ..models import ModelAdapter, adapter_for
+from .recorder import RecordConfig, Recorder
+
+IMPLEMENTATION = "afip_probe"
+
+
+class ScoreModifier(Protocol):
+    """Changes a layer's last-row pre-softmax scores (e.g. the AFIP corrector, DESIGN §7)."""
+
+    def modify(self, layer: int, scores: torch.Tensor, context: "RowContext") -> torch.Tensor | None:
+        """Return modified scores [B, H, kv] for `layer`, or None to leave the row alone."""
+
+
+@dataclass
+class RowContext:
+    """What a modifier may read about the current row."""
+
+    step: int  # 0 = prefill
+    is_image: torch.Tensor  # [B, kv] bool
+    allowed: torch.Tensor  # [B, kv] bool, keys the mask lets the query see
+
+
+def _sdpa(*args: Any, **kwargs: Any) -> Any:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(*args, **kwargs)
+
+
+def last_row_scores(
+    query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pre-softmax scores of the last query row and the keys it may see.
+
+    query [B, H, q, d], key [B, H_kv, kv, d], attention_mask None / bool (True = attend) / additive
+    float [B, 1|H, q, kv]. Returns scores [B, H, kv] (float32, -inf where masked) and allowed [B, kv].
+    """
+    b, h, _, d = query.shape
+    h_kv, kv = key.shape[1], key.shape[2]
+    scale = scaling if scaling is not None else d**-0.5
+    q_last = query[:, :, -1, :].float().reshape(b, h_kv, h // h_kv, d)  # [B, H_kv, rep, d]
+    scores = torch.matmul(q_last, key.float().transpose(-1, -2)).reshape(b, h, kv) * scale  # [B, H, kv]
+    if attention_mask is None:
+        allowed = torch.ones(b, kv, dtype=torch.bool, device=scores.device)
+        return scores, allowed
+    row = attention_mask[:, :, -1, :kv]  # [B, 1|H, kv]
+    if row.dtype == torch.bool:
+        allowed = row[:, 0, :]
+        scores = scores.masked_fill(~row, float("-inf"))
+    else:
+        scores = scores + row.float()
+        allowed = torch.isfinite(row[:, 0, :]) & (row[:, 0, :] > torch.finfo(row.dtype).min / 2)
+        scores = scores.masked_fill(~allowed[:, None, :], float("-inf"))
+    return scores, allowed
+
+
+class _Session:
+    """One active `trace`/`correct` context: which modules to act on and what to do with their rows."""
+
+    def __init__(self, adapter: ModelAdapter, recorder: Recorder | None, modifiers: Sequence[ScoreModifier]):
+        self.adapter = adapter
+        self.recorder = recorder
+        self.modifiers = list(modifiers)
+        self.layer_of = {id(m): i for i, m in enumerate(adapter.attention_modules)}
+        self.step = -1
+        self.run_is_image: torch.Tensor | None = None  # [B, P] of the current generate() call
+        self.in_generate = False
+
+    def attention(self, layer: int, module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        output, weights = _sdpa(module, query, key, value, attention_mask, **kwargs)
+        if not self.in_generate:
+            return output, weights
+        scores, allowed = last_row_scores(query, key, attention_mask, kwargs.get("scaling"))
+        if self.recorder is not None:
+            self.recorder.on_scores(layer, scores, allowed)
+        if self.modifiers:
+            kv = scores.shape[-1]
+            is_image = self.is_image_keys(kv)
+            context = RowContext(step=self.step, is_image=is_image, allowed=allowed)
+            modified = scores
+            for modifier in self.modifiers:
+                new = modifier.modify(layer, modified, context)
+                modified = modified if new is None else new
+            if modified is not scores:
+                output = output.clone()
+                output[:, -1] = _row_output(modified, value).to(output.dtype)
+        return output, weights
+
+    def is_image_keys(self, kv: int) -> torch.Tensor:
+        assert self.run_is_image is not None
+        p = self.run_is_image.shape[1]
+        return self.run_is_image[:, :kv] if kv <= p else torch.nn.functional.pad(self.run_is_image, (0, kv - p))
+
+
+def _row_output(scores: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Attention output of one row from (modified) scores [B, H, kv] and values [B, H_kv, kv, d] -> [B, H, d]."""
+    b, h, kv = scores.shape
+    h_kv, d = value.shape[1], value.shape[-1]
+    probs = torch.softmax(scores, dim=-1).reshape(b, h_kv, h // h_kv, kv)
+    return torch.matmul(probs, value.float()).reshape(b, h, d)
+
+
+_SESSIONS: list[_Session] = []
+
+
+def _attention_function(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """The function registered as ``afip_probe``: SDPA, plus the last-row work of the active session."""
+    session = _SESSIONS[-1] if _SESSIONS else None
+    layer = session.layer_of.get(id(module)) if session is not None else None
+    if layer is None:  # vision tower, another model, or no active session
+        return _sdpa(module, query, key, value, attention_mask, **kwargs)
+    return session.attention(layer, module, query, key, value, attention_mask, **kwargs)
+
+
+def register() -> None:
+    """Register ``afip_probe`` with transformers' attention and mask interfaces (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(IMPLEMENTATION, _attention_function)
+    AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+
+
+def _all_configs(model: Any) -> list[Any]:
+    seen: dict[int, Any] = {}
+    stack = [model.config] + [m.config for m in model.modules() if hasattr(m, "config") and hasattr(m.config, "to_dict")]
+    while stack:
+        cfg = stack.pop()
+        if id(cfg) in seen:
+            continue
+        seen[id(cfg)] = cfg
+        for key in getattr(cfg, "sub_configs", {}) or {}:
+            sub = getattr(cfg, key, None)
+            if sub is not None:
+                stack.append(sub)
+    return list(seen.values())
+
+
+@contextlib.contextmanager
+def _installed(model: Any, session: _Session) -> Iterator[None]:
+    """Switch the decoder to the interceptor, hook generate/logits, and undo all of it on exit."""
+    register()
+    adapter = session.adapter
+    configs = _all_configs(model)
+    saved = [(cfg, cfg.__dict__.get("_attn_implementation_internal")) for cfg in configs]
+    handles: list[Any] = []
+    had_generate = "generate" in model.__dict__
+    old_generate = model.__dict__.get("generate")
+    try:
+        key = adapter.text_config_key
+        if key and key in (getattr(model.config, "sub_configs", {}) or {}):
+            model.set_attn_implementation({key: IMPLEMENTATION})
+        else:
+            model.set_attn_implementation(IMPLEMENTATION)
+        if any(getattr(m, "config", None) is None or m.config._attn_implementation != IMPLEMENTATION
+               for m in adapter.attention_modules if hasattr(m, "config")):
+            raise AfipError(f"could not switch {type(model).__name__}'s decoder attention to the interceptor")
+        handles.append(model.register_forward_pre_hook(functools.partial(_pre_forward, session), with_kwargs=True))
+        head = model.get_output_embeddings()
+        if session.recorder is not None and head is not None:
+            handles.append(head.register_forward_hook(lambda _m, _i, out: session.recorder.on_logits(out)))
+        model.generate = functools.partial(_generate, session, model.generate)
+        _SESSIONS.append(session)
+        yield
+    finally:
+        if session in _SESSIONS:
+            _SESSIONS.remove(session)
+        for h in handles:
+            h.remove()
+        if had_generate:
+            model.generate = old_generate
+        else:
+            model.__dict__.pop("generate", None)
+        for cfg, value in saved:
+            cfg._attn_implementation_internal = value
+
+
+def _pre_forward(session: _Session, _module: Any, args: tuple, kwargs: dict) -> None:
+    if not session.in_generate:
+        return
+    session.step += 1
+    if session.recorder is not None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        session.recorder.begin_step(ids)
+
+
+def _generate(session: _Session, original: Any, *args: Any, **kwargs: Any) -> Any:
+    """model.generate while a session is active: sets up the run, then splits its records per sample."""
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    if input_ids is None:
+        raise AfipError("tracing needs input_ids with image tokens (inputs_embeds-only generation is not supported)")
+    gen_cfg = kwargs.get("generation_config") or session.adapter.model.generation_config
+    beams = kwargs.get("num_beams", getattr(gen_cfg, "num_beams", 1)) or 1
+    if beams > 1 or (kwargs.get("num_return_sequences") or 1) > 1:
+        raise AfipError("tracing supports greedy and sampling with one sequence per prompt (num_beams=1)")
+    inputs = dict(kwargs, input_ids=input_ids)
+    layouts = session.adapter.layouts(inputs)
+    session.run_is_image = input_ids == session.adapter.image_token_id
+    session.step = -1
+    if session.recorder is not None:
+        session.recorder.start_run(input_ids, kwargs.get("attention_mask"), layouts)
+    session.in_generate = True
+    try:
+        out = original(*args, **kwargs)
+    except BaseException:
+        if session.recorder is not None:
+            session.recorder.abort_run()
+        raise
+    finally:
+        session.in_generate = False
+    if session.recorder is not None:
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        eos = gen_cfg.eos_token_id if gen_cfg is not None else None
+        eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+        session.recorder.finish_run(sequences, eos_ids)
+    return out
+
+
+@contextlib.contextmanager
+def trace(
+    model: Any,
+    processor: Any = None,
+    level: str = "stats",
+    array_dtype: str = "float16",
+    modifiers: Sequence[ScoreModifier] = (),
+    adapter: ModelAdapter | None = None,
+) -> Iterator[Recorder]:
+    """Record last-row attention of every decoder layer during `model.generate()`.
+
+    Yields a `Recorder`; after each generate() call its `traces` gain one `SampleTrace` per sample.
+    `modifiers` (e.g. the AFIP corrector) change the scores before the output is computed; the
+    recorder always sees the unmodified row.
+    """
+    adapter = adapter or adapter_for(model, processor)
+    recorder = Recorder(adapter.num_layers, adapter.image_token_id, RecordConfig(level, array_dtype))
+    session = _Session(adapter, recorder, modifiers)
+    with _installed(model, session):
+        yield recorder
+
+
+@contextlib.contextmanager
+def intercept(model: Any, modifiers: Sequence[ScoreModifier], processor: Any = None,
+              adapter: ModelAdapter | None = None) -> Iterator[None]:
+    """Apply score modifiers during `model.generate()` without recording."""
+    adapter = adapter or adapter_for(model, processor)
+    with _installed(model, _Session(adapter, None, modifiers)):
+        yield

@@ -1,0 +1,131 @@
+"""Per-row attention statistics: everything the metrics need, from one pre-softmax score row.
+
+Given the last query row of one layer's pre-softmax scores for a batch (all heads), the key
+positions that are image tokens and the keys the mask allows, `row_stats` returns the per-head and
+per-layer scalars of DESIGN §3/§5 without keeping any a_t x a_t matrix.
+
+Per head (stacked along `HEAD_FIELDS`):
+    var              Σ_{i∈I} A_i                           (Eq. 2, VAR)
+    img_max_score    V = max_{i∈I} B_i                     (gating signal)
+    txt_max_score    T = max over allowed non-image keys, the query's own key excluded
+    img_mean_score   mean_{i∈I} B_i
+    txt_mean_score   mean over the same text keys as T
+    img_mean_prob    mean_{i∈I} A_i
+    txt_mean_prob    mean of A over the text keys
+    lse              log Σ_j exp B_j (so A_j = exp(B_j - lse))
+    img_entropy      entropy of P = A_I / Σ A_I (renormalised over image keys)
+    kl_to_mean       Σ_i P_i (log P_i - log P̄_i), P̄ the head mean of P (Eq. 3 before the head mean)
+Per layer (`LAYER_FIELDS`):
+    attn_entropy         -Σ_i Ā_i log(Ā_i + ε), Ā = head mean of A_I, not renormalised (Eq. 1)
+    attn_entropy_renorm  the same with Ā renormalised to sum 1
+    kl                   mean over heads of kl_to_mean (D_kl^l of Eq. 3)
+
+Example:
+    >>> import torch
+    >>> scores = torch.zeros(1, 2, 4)                    # [B, H, kv]
+    >>> is_image = torch.tensor([[False, True, True, False]])
+    >>> out = row_stats(scores, is_image, torch.ones(1, 4, dtype=torch.bool), image_index(is_image))
+    >>> round(float(out.head[0, HEAD_FIELDS.index("var"), 0]), 3)
+    0.5
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+HEAD_FIELDS = (
+    "var",
+    "img_max_score",
+    "txt_max_score",
+    "img_mean_score",
+    "txt_mean_score",
+    "img_mean_prob",
+    "txt_mean_prob",
+    "lse",
+    "img_entropy",
+    "kl_to_mean",
+)
+LAYER_FIELDS = ("attn_entropy", "attn_entropy_renorm", "kl")
+EPS = 1e-8  # ε of Eq. 1
+
+
+@dataclass
+class ImageIndex:
+    """Gather index of each sample's image keys, padded to the batch's largest image count."""
+
+    index: torch.Tensor  # [B, n_max] key positions (0 where padded)
+    valid: torch.Tensor  # [B, n_max] bool
+    count: torch.Tensor  # [B] float, number of image keys
+
+
+def image_index(is_image: torch.Tensor) -> ImageIndex:
+    """Build the gather index from a boolean [B, kv] image-key mask."""
+    counts = is_image.sum(-1)  # [B]
+    n_max = int(counts.max()) if counts.numel() else 0
+    index = torch.zeros(is_image.shape[0], n_max, dtype=torch.long, device=is_image.device)
+    valid = torch.zeros(is_image.shape[0], n_max, dtype=torch.bool, device=is_image.device)
+    for b in range(is_image.shape[0]):
+        pos = is_image[b].nonzero().flatten()
+        index[b, : pos.numel()] = pos
+        valid[b, : pos.numel()] = True
+    return ImageIndex(index=index, valid=valid, count=counts.to(torch.float32))
+
+
+@dataclass
+class RowStats:
+    head: torch.Tensor  # [B, F_head, H]
+    layer: torch.Tensor  # [B, F_layer]
+    img_probs: torch.Tensor  # [B, H, n_max] post-softmax image attention (0 at padding)
+    img_scores: torch.Tensor  # [B, H, n_max] pre-softmax image scores
+
+
+def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tensor, img: ImageIndex) -> RowStats:
+    """Statistics of one layer's last-row scores.
+
+    scores   [B, H, kv] pre-softmax scores B = q·Kᵀ·scaling + additive mask (any float dtype)
+    is_image [B, kv] bool, image keys
+    allowed  [B, kv] bool, keys the attention mask lets the query see
+    """
+    s = scores.float()
+    neg_inf = torch.tensor(float("-inf"), device=s.device)
+    s = torch.where(allowed[:, None, :], s, neg_inf)  # [B, H, kv]
+    lse = torch.logsumexp(s, dim=-1)  # [B, H]
+    probs = torch.exp(s - lse[..., None])  # [B, H, kv]
+
+    text = allowed & ~is_image
+    text[:, -1] = False  # the query's own key
+    img_m = is_image[:, None, :]
+    txt_m = text[:, None, :]
+    n_txt = text.sum(-1).clamp(min=1).to(torch.float32)[:, None]  # [B, 1]
+    n_img = img.count.clamp(min=1)[:, None]
+
+    gather = img.index[:, None, :].expand(-1, s.shape[1], -1)  # [B, H, n]
+    valid = img.valid[:, None, :]
+    img_scores = torch.where(valid, torch.gather(s, -1, gather), 0.0)  # [B, H, n]
+    img_probs = torch.where(valid, torch.gather(probs, -1, gather), 0.0)  # [B, H, n]
+
+    var = img_probs.sum(-1)  # [B, H]
+    v_max = torch.where(valid, img_scores, neg_inf).amax(-1)
+    t_max = torch.where(txt_m, s, neg_inf).amax(-1)
+    img_mean = img_scores.sum(-1) / n_img
+    txt_mean = torch.where(txt_m, s, 0.0).sum(-1) / n_txt
+    txt_prob = torch.where(txt_m, probs, 0.0).sum(-1) / n_txt
+
+    p = img_probs / var.clamp(min=torch.finfo(torch.float32).tiny)[..., None]  # [B, H, n]
+    xlogx = torch.special.xlogy(p, p)
+    img_entropy = -xlogx.sum(-1)
+    p_bar = p.mean(1, keepdim=True)  # [B, 1, n]
+    kl = (xlogx - torch.special.xlogy(p, p_bar)).sum(-1)  # [B, H]
+
+    a_bar = img_probs.mean(1)  # [B, n]
+    ent = -(a_bar * torch.log(a_bar + EPS)).sum(-1)
+    a_norm = a_bar / a_bar.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    ent_renorm = -(a_norm * torch.log(a_norm + EPS)).sum(-1)
+
+    head = torch.stack(
+        [var, v_max, t_max, img_mean, txt_mean, var / n_img, txt_prob, lse, img_entropy, kl], dim=1
+    )  # [B, F_head, H]
+    layer = torch.stack([ent, ent_renorm, kl.mean(-1)], dim=1)  # [B, F_layer]
+    return RowStats(head=head, layer=layer, img_probs=img_probs, img_scores=img_scores)

@@ -1,0 +1,181 @@
+"""What afip-probe needs to know about a vision-language model, whatever its family.
+
+An adapter answers: which modules are the decoder's attention layers, how many heads and KV heads
+they have, which token id marks an image patch, how the image tokens of one sample lie on the patch
+grid, and how to build model inputs from (image, prompt) with the model's own chat template.
+
+Example:
+    >>> from afip_probe.models import tiny, adapter_for
+    >>> model, processor = tiny.tiny_llava()
+    >>> adapter = adapter_for(model, processor)
+    >>> (adapter.family, adapter.num_layers, adapter.num_heads)
+    ('llava', 2, 4)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import AfipError
+
+SUPPORTED_FAMILIES = (
+    "LLaVA-1.5 (LlavaForConditionalGeneration)",
+    "Qwen2-VL (Qwen2VLForConditionalGeneration)",
+    "Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration)",
+    "any other image-text-to-text model whose config has an image token id (generic adapter)",
+)
+
+
+def read_image_token_id(config: Any) -> int | None:
+    """The image placeholder token id: `image_token_id`, falling back to `image_token_index`."""
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """Where one sample's image tokens are and how they map onto the image.
+
+    `positions` are indices into the sample's own (unpadded) prompt; `grid` is (rows, cols) of the
+    patch grid the image tokens form, row-major, so `positions[r * cols + c]` is patch (r, c).
+    """
+
+    positions: list[int]
+    grid: tuple[int, int]
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """Contiguous [start, end) runs of image positions."""
+        runs: list[tuple[int, int]] = []
+        for p in self.positions:
+            if runs and runs[-1][1] == p:
+                runs[-1] = (runs[-1][0], p + 1)
+            else:
+                runs.append((p, p + 1))
+        return runs
+
+
+class ModelAdapter:
+    """Base adapter. Subclasses set `family` and override `grids` when the grid is not square."""
+
+    family = "generic"
+    #: key of the decoder's sub-config (used to set the attention implementation per backbone)
+    text_config_key: str | None = "text_config"
+
+    def __init__(self, model: torch.nn.Module, processor: Any = None):
+        self.model = model
+        self.processor = processor
+        config = model.config
+        self.image_token_id = read_image_token_id(config)
+        if self.image_token_id is None:
+            raise AfipError(
+                f"{type(model).__name__} has no image token id in its config (image_token_id / "
+                "image_token_index): it is not a vision-language model afip-probe can trace. Supported: "
+                + "; ".join(SUPPORTED_FAMILIES)
+            )
+        text_config = getattr(config, "text_config", None) or config
+        self.text_config = text_config
+        self.num_layers = int(text_config.num_hidden_layers)
+        self.num_heads = int(text_config.num_attention_heads)
+        self.num_kv_heads = int(getattr(text_config, "num_key_value_heads", None) or self.num_heads)
+        self.attention_modules = self._find_attention_modules()
+        if len(self.attention_modules) != self.num_layers:
+            raise AfipError(
+                f"found {len(self.attention_modules)} decoder attention modules in {type(model).__name__}, "
+                f"expected {self.num_layers}; this architecture is not supported. Supported: "
+                + "; ".join(SUPPORTED_FAMILIES)
+            )
+
+    # ------------------------------------------------------------------ structure
+    def decoder(self) -> torch.nn.Module:
+        get = getattr(self.model, "get_decoder", None)
+        decoder = get() if callable(get) else None
+        if decoder is None:
+            for name in ("language_model", "model"):
+                decoder = getattr(self.model, name, None)
+                if decoder is not None:
+                    break
+        if decoder is None:
+            raise AfipError(f"cannot find the language decoder of {type(self.model).__name__}")
+        return decoder
+
+    def _find_attention_modules(self) -> list[torch.nn.Module]:
+        """Decoder self-attention modules ordered by `layer_idx` (vision towers are left out)."""
+        found: dict[int, torch.nn.Module] = {}
+        for _, module in self.decoder().named_modules():
+            idx = getattr(module, "layer_idx", None)
+            if idx is None or not hasattr(module, "scaling") or not type(module).__name__.endswith("Attention"):
+                continue
+            found.setdefault(int(idx), module)
+        return [found[i] for i in sorted(found)]
+
+    # ------------------------------------------------------------------ image layout
+    def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        """Patch grid (rows, cols) of each sample's image. Base: a square of the image token count."""
+        ids = inputs["input_ids"]
+        grids = []
+        for row in ids:
+            n = int((row == self.image_token_id).sum())
+            side = int(round(n**0.5))
+            grids.append((side, side) if side * side == n else (1, n))
+        return grids
+
+    def layouts(self, inputs: dict[str, Any]) -> list[ImageLayout]:
+        """Image positions (in each unpadded prompt) and grid of every sample in a batch."""
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask")
+        grids = self.grids(inputs)
+        out = []
+        for b, row in enumerate(ids):
+            offset = int((mask[b] == 0).sum()) if mask is not None else 0
+            pos = (row == self.image_token_id).nonzero().flatten().tolist()
+            if not pos:
+                raise AfipError(
+                    "the prompt has no image token after the chat template was applied (sample "
+                    f"{b}); give an image with every prompt, or check the processor's chat template"
+                )
+            n_expected = grids[b][0] * grids[b][1]
+            if n_expected != len(pos):
+                raise AfipError(
+                    f"sample {b} has {len(pos)} image tokens but its patch grid {grids[b]} has {n_expected} "
+                    "cells; one image per prompt is supported"
+                )
+            out.append(ImageLayout(positions=[p - offset for p in pos], grid=grids[b]))
+        return out
+
+    # ------------------------------------------------------------------ inputs
+    def build_prompt(self, prompt: str) -> str:
+        """The prompt as the model's chat template writes it for one image and one user turn."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        template_owner = self.processor
+        if getattr(template_owner, "chat_template", None) is None:
+            raise AfipError(
+                "the processor has no chat template; pass a processor saved with one (llava-hf and Qwen "
+                "checkpoints ship it)"
+            )
+        return template_owner.apply_chat_template(messages, add_generation_prompt=True)
+
+    def build_inputs(self, images: Sequence[Any], prompts: Sequence[str] | str, device: Any = None) -> dict[str, Any]:
+        """Batch inputs (left-padded) for `model.generate` from PIL images and user prompts."""
+        if self.processor is None:
+            raise AfipError("building inputs needs the model's processor; load it with afip_probe.models.load")
+        if isinstance(prompts, str):
+            prompts = [prompts] * len(images)
+        texts = [self.build_prompt(p) for p in prompts]
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.padding_side = "left"
+        inputs = self.processor(images=list(images), text=texts, return_tensors="pt", padding=True)
+        inputs = dict(inputs)
+        if device is not None:
+            dtype = next(self.model.parameters()).dtype
+            for k, v in inputs.items():
+                if isinstance(v, torch.Tensor):
+                    inputs[k] = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+        return inputs

@@ -1,0 +1,95 @@
+"""Load a vision-language model and its processor from a hub id or a local directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import AfipError, UnsupportedModelError
+from .base import SUPPORTED_FAMILIES, read_image_token_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import ModelAdapter
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to trace: the module, its processor and its adapter."""
+
+    model: Any
+    processor: Any
+    adapter: "ModelAdapter"
+    name: str
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise AfipError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AfipError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype in (None, "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise AfipError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load(
+    name_or_path: str,
+    device: str | None = "auto",
+    dtype: str | None = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a supported VLM + processor and wrap them with their adapter.
+
+    `name_or_path` is a hub id (e.g. ``llava-hf/llava-1.5-7b-hf``), a local directory written by
+    ``save_pretrained``, or ``organism`` for the bundled model organism.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from . import adapter_for
+
+    if name_or_path == "organism":
+        from ..organism import checkpoint_dir  # bundled checkpoint (DESIGN §9)
+
+        name_or_path = str(checkpoint_dir())
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise AfipError(
+            f"cannot load a model config from {name_or_path!r}: give a local directory written by "
+            f"save_pretrained or a hub id that is cached on this machine ({str(e).splitlines()[0]})"
+        ) from e
+    except ValueError as e:
+        raise UnsupportedModelError(f"{name_or_path!r}: {str(e).splitlines()[0]}") from e
+    if read_image_token_id(config) is None or getattr(config, "vision_config", None) is None:
+        raise UnsupportedModelError(
+            f"{name_or_path!r} ({getattr(config, 'model_type', '?')}) is not a vision-language model with image "
+            "tokens. Supported: " + "; ".join(SUPPORTED_FAMILIES)
+        )
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            name_or_path, dtype=torch_dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code
+        )
+    except ValueError as e:
+        raise UnsupportedModelError(
+            f"{name_or_path!r}: no image-text-to-text model class for it ({str(e).splitlines()[0]}). Supported: "
+            + "; ".join(SUPPORTED_FAMILIES)
+        ) from e
+    model.to(dev).eval()
+    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    return LoadedModel(model=model, processor=processor, adapter=adapter_for(model, processor), name=name_or_path)

@@ -1,0 +1,26 @@
+"""Qwen2-VL and Qwen2.5-VL: the grid is (h / merge, w / merge) from `image_grid_thw`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import AfipError
+from .base import ModelAdapter
+
+
+class Qwen2VLAdapter(ModelAdapter):
+    family = "qwen2_vl"
+
+    def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        thw = inputs.get("image_grid_thw")
+        if thw is None:
+            raise AfipError("Qwen2-VL inputs carry no image_grid_thw: build them with the model's processor")
+        n_samples = int(inputs["input_ids"].shape[0])
+        if thw.shape[0] != n_samples:
+            raise AfipError(f"{thw.shape[0]} images for {n_samples} prompts: give exactly one image per prompt")
+        merge = int(self.model.config.vision_config.spatial_merge_size)
+        return [(int(h) // merge, int(w) // merge) for _, h, w in thw.tolist()]
+
+
+class Qwen25VLAdapter(Qwen2VLAdapter):
+    family = "qwen2_5_vl"
