@@ -1,0 +1,35 @@
+# afip-probe: `make test` and `make demo` work on a fresh machine (they set up .venv first).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SHARED ?= $(abspath ../shared)
+export NLTK_DATA ?= $(SHARED)/nltk_data
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: setup test test-fast demo bench clean
+
+setup: $(VENV)/.installed
+
+# The CPU build of torch is installed first (pinned, it lies on disk here); the project's own
+# torch range is then already satisfied, so no CUDA build is pulled in.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+demo: setup
+	$(VENV)/bin/afip-probe demo --out demo-out
+
+bench: setup
+	$(PY) benchmarks/store_size.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,134 @@
+"""Writing a trace store: one sample at a time, atomically, resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from safetensors.numpy import save_file
+
+from ..errors import StoreError
+from ..hooks.recorder import SampleTrace
+from .schema import MANIFEST, RESUME_KEYS, SAMPLES_DIR, SCHEMA_VERSION, TENSORS_DIR, TOKENS_DIR, safe_id
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call write(tmp_path), fsync, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_table(path: Path, frame: pd.DataFrame) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    if not path.exists():
+        raise StoreError(f"{root} is not a trace store (no {MANIFEST}); create one with `afip-probe trace`")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path} is damaged ({e}); the store cannot be read") from e
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"{root} has store schema version {version}, this afip-probe reads version {SCHEMA_VERSION}; "
+            "re-run the trace or use the afip-probe release that wrote it"
+        )
+    return manifest
+
+
+class StoreWriter:
+    """Creates (or resumes) a store and writes finished samples into it.
+
+    Example:
+        >>> import tempfile
+        >>> w = StoreWriter(tempfile.mkdtemp() + "/s", {"model": "tiny", "record_level": "stats"})
+        >>> sorted(w.finished())
+        []
+    """
+
+    def __init__(self, path: str | os.PathLike, settings: dict[str, Any], resume: bool = False):
+        from .. import __version__
+
+        self.root = Path(path)
+        self.settings = dict(settings)
+        manifest_path = self.root / MANIFEST
+        if manifest_path.exists():
+            manifest = read_manifest(self.root)
+            if not resume:
+                raise StoreError(
+                    f"{self.root} already holds a trace store; pass --resume to finish it, or choose a new --out"
+                )
+            old = manifest.get("settings", {})
+            diff = [k for k in RESUME_KEYS if k in old and k in self.settings and old[k] != self.settings[k]]
+            if diff:
+                detail = ", ".join(f"{k}: store has {old[k]!r}, now {self.settings[k]!r}" for k in diff)
+                raise StoreError(f"cannot resume {self.root} with different settings ({detail})")
+        elif self.root.exists() and any(self.root.iterdir()):
+            raise StoreError(f"{self.root} exists and is not an empty folder nor a trace store; choose a new --out")
+        for sub in (SAMPLES_DIR, TOKENS_DIR, TENSORS_DIR):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if not manifest_path.exists():
+            manifest = {
+                "schema_version": SCHEMA_VERSION,
+                "afip_probe_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "settings": self.settings,
+            }
+            text = json.dumps(manifest, indent=2, default=str)
+            _atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(text))
+
+    def finished(self) -> set[str]:
+        """Sample ids whose row says `ok` (failed samples are retried on resume)."""
+        done = set()
+        for f in (self.root / SAMPLES_DIR).glob("*.parquet"):
+            try:
+                row = pq.read_table(f, columns=["sample_id", "status"]).to_pylist()[0]
+            except Exception:  # a damaged row file: the sample is redone
+                continue
+            if row["status"] == "ok":
+                done.add(row["sample_id"])
+        return done
+
+    def write_failure(self, sample: dict[str, Any], error: str) -> None:
+        row = dict(sample, status="failed", error=error)
+        _write_table(self.root / SAMPLES_DIR / f"{safe_id(row['sample_id'])}.parquet", pd.DataFrame([row]))
+
+    def write_sample(self, sample: dict[str, Any], trace: SampleTrace, tokens: pd.DataFrame) -> None:
+        """Write one finished sample: tensors, then tokens, then its row (the commit)."""
+        sid = safe_id(sample["sample_id"])
+        tensors: dict[str, np.ndarray] = {f"head/{k}": v for k, v in trace.head.items()}
+        tensors.update({f"layer/{k}": v for k, v in trace.layer.items()})
+        tensors["token_entropy"] = trace.token_entropy
+        tensors["logprob"] = trace.logprob
+        if trace.maps is not None:
+            tensors["maps"] = trace.maps
+        if trace.scores is not None:
+            tensors["scores"] = trace.scores
+        tensors.update(trace.extra)
+        tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        meta = {"sample_id": str(sample["sample_id"]), "schema_version": str(SCHEMA_VERSION)}
+        _atomic_write(self.root / TENSORS_DIR / f"{sid}.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))
+        _write_table(self.root / TOKENS_DIR / f"{sid}.parquet", tokens)
+        row = dict(sample, status="ok", error="")
+        _write_table(self.root / SAMPLES_DIR / f"{sid}.parquet", pd.DataFrame([row]))

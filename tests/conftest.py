@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny random-weight models of every supported family (built once per session)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+os.environ.setdefault("NLTK_DATA", str(SHARED / "nltk_data"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from afip_probe.models import tiny  # noqa: E402
+
+FAMILIES = {
+    "llava": lambda: tiny.tiny_llava(layers=2, heads=4, kv_heads=2),
+    "qwen2_vl": lambda: tiny.tiny_qwen2_vl("qwen2_vl"),
+    "qwen2_5_vl": lambda: tiny.tiny_qwen2_vl("qwen2_5_vl"),
+}
+
+# image sizes that give different patch grids on Qwen (LLaVA resizes all to one grid)
+IMAGE_SIZES = [(56, 56), (112, 56), (84, 84)]
+PROMPTS = ["describe", "please describe this image in detail .", "is there a dog in the image ?"]
+
+
+@pytest.fixture(scope="session", params=sorted(FAMILIES))
+def family_model(request):
+    model, processor = FAMILIES[request.param]()
+    return request.param, model, processor
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.exists():
+        pytest.fail(f"the shared data folder is missing at {SHARED}")
+    return SHARED

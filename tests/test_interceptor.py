@@ -1,0 +1,153 @@
+"""The interceptor against independent references: plain SDPA generation and eager output_attentions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import afip_probe
+from afip_probe.hooks import HEAD_FIELDS, last_row_scores
+from afip_probe.models import adapter_for, tiny
+
+from .conftest import IMAGE_SIZES, PROMPTS
+
+NEW_TOKENS = 7
+TOL = 1e-5
+
+
+def _inputs(model, processor, n=3):
+    adapter = adapter_for(model, processor)
+    return adapter.build_inputs(tiny.random_images(n, seed=1, sizes=IMAGE_SIZES), PROMPTS[:n])
+
+
+def _eager_rows(model, inputs):
+    """Last-row post-softmax attention of every step and layer from eager output_attentions."""
+    model.set_attn_implementation("eager")
+    try:
+        out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                             output_attentions=True, return_dict_in_generate=True)
+    finally:
+        model.set_attn_implementation("sdpa")
+    # steps x layers x [B, H, q, kv] -> per step [L, B, H, kv]
+    return out.sequences, [torch.stack([a[:, :, -1, :].float() for a in step]) for step in out.attentions]
+
+
+def test_generation_identical_and_implementation_restored(family_model):
+    _, model, processor = family_model
+    inputs = _inputs(model, processor)
+    plain = model.generate(**inputs, max_new_tokens=NEW_TOKENS)
+    with afip_probe.trace(model, processor, level="full") as rec:
+        traced = model.generate(**inputs, max_new_tokens=NEW_TOKENS)
+    assert torch.equal(plain, traced)
+    assert len(rec.traces) == 3
+    for cfg in (model.config, model.config.text_config, model.config.vision_config):
+        assert cfg._attn_implementation == "sdpa"
+    assert "generate" not in model.__dict__
+
+
+def test_restored_after_exception(family_model):
+    _, model, processor = family_model
+    with pytest.raises(RuntimeError, match="boom"):
+        with afip_probe.trace(model, processor):
+            assert model.config.text_config._attn_implementation == "afip_probe"
+            raise RuntimeError("boom")
+    assert model.config.text_config._attn_implementation == "sdpa"
+    assert "generate" not in model.__dict__
+
+
+def test_records_equal_eager_output_attentions(family_model):
+    """Every step, layer and head: image attention, VAR and the image/text maxima equal eager's."""
+    _, model, processor = family_model
+    inputs = _inputs(model, processor)
+    sequences, eager = _eager_rows(model, inputs)
+    with afip_probe.trace(model, processor, level="full", array_dtype="float32") as rec:
+        traced = model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+    assert torch.equal(sequences, traced)
+    ids = inputs["input_ids"]
+    pad = (inputs["attention_mask"] == 0).sum(-1)
+    image_id = adapter_for(model, processor).image_token_id
+    for b, tr in enumerate(rec.traces):
+        img_pos = (ids[b] == image_id).nonzero().flatten()
+        assert tr.layout.positions == (img_pos - pad[b]).tolist()
+        for t in range(NEW_TOKENS):
+            a = eager[t][:, b]  # [L, H, kv]
+            kv = a.shape[-1]
+            is_img = torch.zeros(kv, dtype=torch.bool)
+            is_img[img_pos] = True
+            text = ~is_img
+            text[: pad[b]] = False
+            text[-1] = False
+            post = torch.exp(torch.from_numpy(tr.scores[t]) - torch.from_numpy(tr.head["lse"][t])[..., None])
+            np.testing.assert_allclose(post.numpy(), a[:, :, img_pos].numpy(), atol=TOL, rtol=0)
+            np.testing.assert_allclose(tr.maps[t], a[:, :, img_pos].mean(1).numpy(), atol=TOL, rtol=0)
+            np.testing.assert_allclose(tr.head["var"][t], a[:, :, img_pos].sum(-1).numpy(), atol=TOL, rtol=0)
+            lse = tr.head["lse"][t]
+            np.testing.assert_allclose(np.exp(tr.head["img_max_score"][t] - lse),
+                                       a[:, :, img_pos].amax(-1).numpy(), atol=TOL, rtol=0)
+            np.testing.assert_allclose(np.exp(tr.head["txt_max_score"][t] - lse),
+                                       a[:, :, text].amax(-1).numpy(), atol=TOL, rtol=0)
+            np.testing.assert_allclose(tr.head["txt_mean_prob"][t], a[:, :, text].mean(-1).numpy(), atol=TOL, rtol=0)
+
+
+def test_batch_equals_single_runs(family_model):
+    """A left-padded batch of 3 records the same as three single-sample runs."""
+    _, model, processor = family_model
+    adapter = adapter_for(model, processor)
+    images = tiny.random_images(3, seed=2, sizes=IMAGE_SIZES)
+    with afip_probe.trace(model, processor, level="maps", array_dtype="float32") as rec:
+        model.generate(**adapter.build_inputs(images, PROMPTS), max_new_tokens=NEW_TOKENS)
+        for i in range(3):
+            model.generate(**adapter.build_inputs(images[i:i + 1], PROMPTS[i:i + 1]), max_new_tokens=NEW_TOKENS)
+    batch, singles = rec.traces[:3], rec.traces[3:]
+    for got, ref in zip(batch, singles):
+        assert got.generated_ids == ref.generated_ids
+        assert got.prompt_ids == ref.prompt_ids
+        assert got.layout == ref.layout
+        for f in HEAD_FIELDS:
+            np.testing.assert_allclose(got.head[f], ref.head[f], atol=5e-5, rtol=1e-5, err_msg=f)
+        np.testing.assert_allclose(got.maps, ref.maps, atol=TOL)
+        np.testing.assert_allclose(got.token_entropy, ref.token_entropy, atol=5e-5)
+        np.testing.assert_allclose(got.logprob, ref.logprob, atol=5e-5)
+
+
+def test_token_entropy_and_logprob_from_raw_logits():
+    model, processor = tiny.tiny_llava()
+    inputs = _inputs(model, processor, n=2)
+    out = model.generate(**inputs, max_new_tokens=5, output_logits=True, return_dict_in_generate=True)
+    with afip_probe.trace(model, processor) as rec:
+        model.generate(**inputs, max_new_tokens=5)
+    gen = out.sequences[:, inputs["input_ids"].shape[1]:]
+    for b, tr in enumerate(rec.traces):
+        logp = torch.log_softmax(torch.stack([lg[b] for lg in out.logits]).float(), -1)[: tr.num_tokens]
+        ent = -(logp.exp() * logp).sum(-1)
+        np.testing.assert_allclose(tr.token_entropy, ent.numpy(), atol=1e-5)
+        chosen = logp.gather(-1, gen[b, : tr.num_tokens, None]).squeeze(-1)
+        np.testing.assert_allclose(tr.logprob, chosen.numpy(), atol=1e-5)
+
+
+def test_last_row_scores_masks():
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 4, 3, 8), torch.randn(2, 2, 5, 8)
+    scores, allowed = last_row_scores(q, k, None, 0.5)
+    ref = torch.einsum("bhd,bhkd->bhk", q[:, :, -1], k.repeat_interleave(2, dim=1)) * 0.5
+    torch.testing.assert_close(scores, ref)
+    assert allowed.all()
+    mask = torch.ones(2, 1, 3, 5, dtype=torch.bool)
+    mask[0, :, :, :2] = False
+    scores_b, allowed_b = last_row_scores(q, k, mask, 0.5)
+    assert torch.isinf(scores_b[0, :, :2]).all() and not allowed_b[0, :2].any()
+    additive = torch.zeros(2, 1, 3, 5).masked_fill(~mask, torch.finfo(torch.float32).min)
+    scores_f, allowed_f = last_row_scores(q, k, additive, 0.5)
+    torch.testing.assert_close(allowed_f, allowed_b)
+    torch.testing.assert_close(scores_f, scores_b)
+
+
+def test_text_only_model_rejected():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, vocab_size=50))
+    with pytest.raises(afip_probe.AfipError, match="not a vision-language model"):
+        with afip_probe.trace(model):
+            pass
