@@ -1,5 +1,5 @@
 """CLI subcommands: each module defines `register(subparsers)` and a `run(args) -> int`."""
 
-from . import demo, trace
+from . import chair, demo, pope, trace
 
-COMMANDS = [trace, demo]
+COMMANDS = [trace, chair, pope, demo]

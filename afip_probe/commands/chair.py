@@ -1,0 +1,65 @@
+"""`afip-probe chair`: CHAIR of a caption file or a trace store, exact to the reference."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chair", help="CHAIR hallucination metrics of captions (file or trace store)",
+                       description="CHAIRs / CHAIRi / Recall / Len of generated captions, as the reference CHAIR code.")
+    p.add_argument("captions", help=".jsonl/.json caption file ({image_id, caption} per line) or a trace store folder")
+    p.add_argument("--annotations", help="folder of COCO-format instances_*.json + captions_*.json "
+                   "(default: the packaged COCO 2014 ground truth)")
+    p.add_argument("--image-id-key", default="image_id")
+    p.add_argument("--caption-key", default="caption")
+    p.add_argument("-o", "--output", help="write per-caption results and overall metrics as JSON here")
+    p.add_argument("--labels", help="with a trace store: write its token table with CHAIR labels (Parquet)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import AfipError
+    from ..metrics.chair import Chair, load_captions
+
+    source = Path(args.captions)
+    if not source.exists():
+        raise AfipError(f"{source}: no such caption file or trace store")
+    chair = Chair.from_coco(args.annotations) if args.annotations else Chair.from_packaged()
+    store = None
+    if source.is_dir():
+        from .. import store as st
+
+        store = st.open(source)
+        ok = store.samples(status="ok")
+        if ok.empty:
+            raise AfipError(f"{source} holds no finished samples")
+        captions, warnings = list(zip(ok["image_id"].tolist(), ok["output_text"].tolist())), []
+    else:
+        captions, warnings = load_captions(source, args.image_id_key, args.caption_key)
+        if not captions:
+            raise AfipError(f"{source}: no usable captions ({len(warnings)} lines skipped)")
+    result = chair.compute(captions, progress=sys.stderr.isatty())
+    warnings += result.warnings
+    if args.output:
+        Path(args.output).write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False))
+    if args.labels:
+        if store is None:
+            raise AfipError("--labels needs a trace store as input")
+        from ..metrics.labels import label_store
+
+        labelled = label_store(store, chair)
+        labelled.to_parquet(args.labels, index=False)
+        warnings += labelled.attrs.get("warnings", [])
+        counts = labelled["label"].value_counts()
+        print(f"token labels: {counts.get('real', 0)} real, {counts.get('hallucinated', 0)} hallucinated -> {args.labels}")
+    for w in warnings[:5]:
+        print(f"warning: {w}", file=sys.stderr)
+    if len(warnings) > 5:
+        print(f"warning: ... {len(warnings) - 5} more", file=sys.stderr)
+    print(f"captions: {len(result.sentences)} scored, {len(warnings)} warnings")
+    print(result.table())
+    return 0

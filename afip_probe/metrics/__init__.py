@@ -1,0 +1,4 @@
+"""Metrics on recorded traces and hallucination labels (no torch models imported here).
+
+CHAIR (`chair`), token labels (`labels`), POPE (`pope`).
+"""

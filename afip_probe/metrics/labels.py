@@ -1,0 +1,68 @@
+"""Token-level hallucination labels: CHAIR mentions joined onto a trace store's generated tokens.
+
+Each CHAIR mention is a character span of the output text; the generated token covering its first
+character gets the label ``real`` or ``hallucinated`` (and the object's node word), every other
+token ``none`` (DESIGN §6). Character spans come from the tokenizer's own decoding, so this works
+for any tokenizer.
+
+Example:
+    >>> from afip_probe.metrics.chair import Chair                      # doctest: +SKIP
+    >>> labelled = label_store(afip_probe.store.open("runs/s"), Chair.from_packaged())  # doctest: +SKIP
+    >>> labelled.label.value_counts()                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .chair import Chair
+
+LABELS = ("none", "real", "hallucinated")
+
+
+def label_tokens(tokens: pd.DataFrame, samples: pd.DataFrame, chair: Chair,
+                 gt: Mapping[Any, set[str]] | None = None) -> pd.DataFrame:
+    """`tokens` plus columns `label`, `object` (node word) and `mention` (the word as written).
+
+    `samples` needs `sample_id`, `image_id` and `output_text`; ground truth is `gt[image_id]` when
+    given, else the evaluator's own. Samples with no ground truth keep `none` and are listed in
+    ``result.attrs["warnings"]``.
+    """
+    out = tokens.copy()
+    label = np.full(len(out), "none", dtype=object)
+    obj = np.full(len(out), "", dtype=object)
+    mention = np.full(len(out), "", dtype=object)
+    warnings = []
+    positions = {sid: idx for sid, idx in out.groupby("sample_id").indices.items()}
+    for row in samples.itertuples(index=False):
+        idx = positions.get(row.sample_id)
+        if idx is None:
+            continue
+        truth = gt.get(row.image_id) if gt is not None else chair.gt.get(row.image_id)
+        if truth is None:
+            warnings.append(f"{row.sample_id}: image id {row.image_id!r} has no ground truth; tokens left unlabelled")
+            continue
+        starts = out["char_start"].to_numpy()[idx]
+        ends = out["char_end"].to_numpy()[idx]
+        for m in chair.evaluate(row.image_id, row.output_text, gt=truth).mentions:
+            hit = np.nonzero((starts <= m.char_start) & (m.char_start < ends))[0]
+            if not len(hit):
+                warnings.append(f"{row.sample_id}: no token covers {m.word!r} at {m.char_start}")
+                continue
+            k = idx[hit[0]]
+            label[k] = "hallucinated" if m.hallucinated else "real"
+            obj[k] = m.node
+            mention[k] = m.word
+    out["label"] = pd.Categorical(label, categories=LABELS)
+    out["object"] = obj
+    out["mention"] = mention
+    out.attrs["warnings"] = warnings
+    return out
+
+
+def label_store(store: Any, chair: Chair, gt: Mapping[Any, set[str]] | None = None) -> pd.DataFrame:
+    """The store's token table with CHAIR labels (see `label_tokens`)."""
+    return label_tokens(store.tokens(), store.samples(status="ok"), chair, gt)
