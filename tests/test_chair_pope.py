@@ -201,3 +201,19 @@ def test_pope_cli(shared_dir, tmp_path, capsys):
     out = capsys.readouterr()
     assert "questions : 1" in out.out and "not valid JSON" in out.err
     assert main(["pope", str(tmp_path / "none.json"), str(ans)]) == 2
+
+
+def test_chair_cli_on_a_trace_store_writes_labels(tmp_path, capsys):
+    import pandas as pd
+
+    # COCO val2014 image 226988 has {dining table, person, pizza} in the packaged ground truth
+    store, text = _write_store(tmp_path, llama_style_tokenizer(["a person with a pizza and a dog"] * 5),
+                               "a person with a pizza and a dog", image_id=226988)
+    out = tmp_path / "labels.parquet"
+    assert main(["chair", str(store.root), "--labels", str(out), "-o", str(tmp_path / "c.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "token labels: 2 real, 1 hallucinated" in printed
+    labelled = pd.read_parquet(out)
+    assert list(labelled.loc[labelled.label != "none", "object"]) == ["person", "pizza", "dog"]
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert result["overall_metrics"]["CHAIRi"] == pytest.approx(1 / 3)

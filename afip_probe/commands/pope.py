@@ -34,19 +34,10 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..errors import AfipError
+    from ..jsonio import read_json
     from ..metrics.pope import build_questions, write_jsonl
 
-    import json
-    from pathlib import Path
-
-    path = Path(args.instances)
-    if not path.exists():
-        raise AfipError(f"{path}: no such annotation file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AfipError(f"{path} is not valid JSON ({e})") from e
+    data = read_json(args.instances, "annotation file")
     qs = build_questions(data, args.sampling, args.num_images, args.num_per_image, args.seed)
     write_jsonl(qs, args.output)
     print(f"{len(qs)} {args.sampling} questions on {len(qs) // (2 * args.num_per_image)} images -> {args.output}")

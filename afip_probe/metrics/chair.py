@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import AfipError
+from ..jsonio import read_json
 
 COCO_DOUBLE_WORDS = [
     "motor bike", "motor cycle", "air plane", "traffic light", "street light", "traffic signal", "stop light",
@@ -341,10 +342,7 @@ def load_captions(path: str | os.PathLike, image_id_key: str = "image_id",
     records: list[tuple[int, Any]] = []
     warnings: list[str] = []
     if p.suffix == ".json":
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise AfipError(f"{p} is not valid JSON ({e}); give a JSON list or a .jsonl file") from e
+        data = read_json(p, "caption file")
         if isinstance(data, dict) and "sentences" in data:
             data = data["sentences"]
         if not isinstance(data, list):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import AfipError
+from ..jsonio import read_json
 
 SAMPLINGS = ("random", "popular", "adversarial")
 QUESTION = "Is there a {} in the image?"
@@ -60,10 +61,7 @@ def read_jsonl(path: str | os.PathLike, what: str) -> tuple[list[dict[str, Any]]
         raise AfipError(f"{what} file not found: {p}")
     text = p.read_text()
     if text.lstrip().startswith("["):
-        try:
-            return list(json.loads(text)), []
-        except json.JSONDecodeError as e:
-            raise AfipError(f"{p} is not valid JSON ({e})") from e
+        return list(read_json(p, f"{what} file")), []
     rows, warnings = [], []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

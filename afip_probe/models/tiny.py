@@ -93,6 +93,18 @@ def qwen_style_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int
     )
 
 
+def _decoder_sizes(hidden: int, layers: int, heads: int, kv_heads: int | None, tok: Any) -> dict[str, Any]:
+    """Decoder config fields shared by the tiny families."""
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads or heads,
+        vocab_size=len(tok),
+    )
+
+
 def tiny_llava(
     layers: int = 2,
     heads: int = 4,
@@ -136,12 +148,7 @@ def tiny_llava(
         patch_size=patch_size,
     )
     text = LlamaConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads or heads,
-        vocab_size=len(tok),
+        **_decoder_sizes(hidden, layers, heads, kv_heads, tok),
         max_position_embeddings=4096,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
@@ -202,12 +209,7 @@ def tiny_qwen2_vl(
     half = head_dim // 2  # mrope sections (temporal, height, width) split the rotary half
     section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
     text = dict(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads or heads,
-        vocab_size=len(tok),
+        **_decoder_sizes(hidden, layers, heads, kv_heads, tok),
         rope_scaling={"type": "mrope", "mrope_section": section},
         bos_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,

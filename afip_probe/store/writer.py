@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from safetensors.numpy import save_file
 
 from ..errors import StoreError
+from ..jsonio import read_json
 from ..hooks.recorder import SampleTrace
 from .schema import MANIFEST, RESUME_KEYS, SAMPLES_DIR, SCHEMA_VERSION, TENSORS_DIR, TOKENS_DIR, safe_id
 
@@ -44,10 +45,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     if not path.exists():
         raise StoreError(f"{root} is not a trace store (no {MANIFEST}); create one with `afip-probe trace`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise StoreError(f"{path} is damaged ({e}); the store cannot be read") from e
+    manifest = read_json(path, "store manifest", StoreError)
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise StoreError(
