@@ -151,6 +151,7 @@ def trace_images(
     modifiers: Sequence[Any] = (),
     progress: bool = True,
     generate_kwargs: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> TraceSummary:
     """Generate for every image with the interceptor on and stream the records into a store.
 
@@ -168,7 +169,9 @@ def trace_images(
         raise AfipError(f"--batch-size must be at least 1, got {batch_size}")
     RecordConfig(level)  # validates the level before anything is loaded
     items = images if images and isinstance(images[0], ImageItem) else collect_images(images)  # type: ignore[arg-type]
-    loaded = model if isinstance(model, LoadedModel) else load(str(model), device=device, dtype=dtype)
+    loaded = model if isinstance(model, LoadedModel) else load(
+        str(model), device=device, dtype=dtype, trust_remote_code=trust_remote_code
+    )
     settings = {
         "model": loaded.name,
         "family": loaded.adapter.family,

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="model dtype (default: float16 on GPU, float32 on CPU)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the checkpoint's own modelling code to run (off unless asked)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -45,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         progress=not args.no_progress,
+        trust_remote_code=args.trust_remote_code,
     )
     for err in summary.errors[:10]:
         print(f"failed: {err}", file=sys.stderr)

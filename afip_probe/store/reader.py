@@ -92,7 +92,8 @@ class TraceStore:
         ok = self.samples(status="ok")
         ids = list(ok["sample_id"]) if not ok.empty else []
         if sample_ids is not None:
-            ids = [i for i in ids if i in set(sample_ids)]
+            wanted = set(sample_ids)
+            ids = [i for i in ids if i in wanted]
         frame = self._table(TOKENS_DIR, ids)
         if not frame.empty:
             frame = frame.sort_values(["sample_id", "step"], kind="stable").reset_index(drop=True)
