@@ -1,0 +1,28 @@
+"""The runnable examples in docstrings stay true."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "afip_probe",
+    "afip_probe.models",
+    "afip_probe.models.base",
+    "afip_probe.models.tiny",
+    "afip_probe.hooks.interceptor",
+    "afip_probe.hooks.recorder",
+    "afip_probe.hooks.rowstats",
+    "afip_probe.store.writer",
+    "afip_probe.tokens",
+    "afip_probe.metrics.pope",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+    assert result.attempted > 0, f"{name} has no runnable example"
