@@ -151,3 +151,27 @@ def test_text_only_model_rejected():
     with pytest.raises(afip_probe.AfipError, match="not a vision-language model"):
         with afip_probe.trace(model):
             pass
+
+
+class _CloneScores:
+    """A modifier that hands back an equal copy: forces the last row's output to be recomputed."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def modify(self, layer, scores, context):
+        self.calls += 1
+        assert context.is_image.shape == scores.shape[::2]
+        return scores.clone()
+
+
+def test_modifier_row_recomputation_matches_sdpa(family_model):
+    """Output recomputed from (unchanged) scores equals SDPA's, so generation stays token-identical."""
+    _, model, processor = family_model
+    inputs = _inputs(model, processor)
+    plain = model.generate(**inputs, max_new_tokens=NEW_TOKENS)
+    modifier = _CloneScores()
+    with afip_probe.intercept(model, [modifier], processor):
+        out = model.generate(**inputs, max_new_tokens=NEW_TOKENS)
+    assert torch.equal(plain, out)
+    assert modifier.calls == NEW_TOKENS * adapter_for(model, processor).num_layers

@@ -32,6 +32,7 @@ import torch
 from ..errors import AfipError
 from ..models import ModelAdapter, adapter_for
 from .recorder import RecordConfig, Recorder
+from .rowstats import image_keys
 
 IMPLEMENTATION = "afip_probe"
 
@@ -107,7 +108,8 @@ class _Session:
             self.recorder.on_scores(layer, scores, allowed)
         if self.modifiers:
             kv = scores.shape[-1]
-            is_image = self.is_image_keys(kv)
+            assert self.run_is_image is not None
+            is_image = image_keys(self.run_is_image, kv)
             context = RowContext(step=self.step, is_image=is_image, allowed=allowed)
             modified = scores
             for modifier in self.modifiers:
@@ -117,11 +119,6 @@ class _Session:
                 output = output.clone()
                 output[:, -1] = _row_output(modified, value).to(output.dtype)
         return output, weights
-
-    def is_image_keys(self, kv: int) -> torch.Tensor:
-        assert self.run_is_image is not None
-        p = self.run_is_image.shape[1]
-        return self.run_is_image[:, :kv] if kv <= p else torch.nn.functional.pad(self.run_is_image, (0, kv - p))
 
 
 def _row_output(scores: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import AfipError
 from ..models.base import ImageLayout
-from .rowstats import HEAD_FIELDS, LAYER_FIELDS, ImageIndex, image_index, row_stats
+from .rowstats import HEAD_FIELDS, LAYER_FIELDS, ImageIndex, image_index, image_keys, row_stats
 
 LEVELS = ("stats", "maps", "full")
 
@@ -92,9 +92,7 @@ class _Run:
     def is_image_keys(self, kv: int) -> torch.Tensor:
         """[B, kv] image-key mask for a key length kv (generated keys are never image keys)."""
         if self._kv_cache is None or self._kv_cache[0] != kv:
-            p = self.is_image.shape[1]
-            mask = self.is_image[:, :kv] if kv <= p else torch.nn.functional.pad(self.is_image, (0, kv - p))
-            self._kv_cache = (kv, mask)
+            self._kv_cache = (kv, image_keys(self.is_image, kv))
         return self._kv_cache[1]
 
 

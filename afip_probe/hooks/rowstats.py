@@ -60,6 +60,12 @@ class ImageIndex:
     count: torch.Tensor  # [B] float, number of image keys
 
 
+def image_keys(is_image_prompt: torch.Tensor, kv: int) -> torch.Tensor:
+    """[B, kv] image-key mask from the prompt's [B, P] mask (generated keys are never image keys)."""
+    p = is_image_prompt.shape[1]
+    return is_image_prompt[:, :kv] if kv <= p else torch.nn.functional.pad(is_image_prompt, (0, kv - p))
+
+
 def image_index(is_image: torch.Tensor) -> ImageIndex:
     """Build the gather index from a boolean [B, kv] image-key mask."""
     counts = is_image.sum(-1)  # [B]
