@@ -97,6 +97,11 @@ class CaptionResult:
     mentions: list[Mention]
     metrics: dict[str, float]
 
+    @property
+    def recalled(self) -> set[str]:
+        """Ground-truth objects the caption mentions."""
+        return set(self.generated) & self.gt
+
     def to_reference(self) -> dict[str, Any]:
         """The reference's per-caption dict (plus `mentions`)."""
         return {
@@ -254,23 +259,20 @@ class Chair:
         """CHAIR of one caption against `gt` (default: the evaluator's ground truth for image_id)."""
         gt_objects = set(gt) if gt is not None else self.gt.get(image_id, set())
         words, node_words, idxs, raw_words, mentions = self.caption_to_words(caption)
-        hallucinated, h_idxs, recalled = [], [], set()
+        hallucinated, h_idxs = [], []
         for word, node, idx, mention in zip(words, node_words, idxs, mentions):
             if node not in gt_objects:
                 hallucinated.append((word, node))
                 h_idxs.append(idx)
                 mention.hallucinated = True
-            else:
-                recalled.add(node)
-        metrics = {
+        res = CaptionResult(image_id, caption, raw_words, list(node_words), hallucinated, h_idxs, gt_objects,
+                            mentions, metrics={})
+        res.metrics = {
             "CHAIRs": int(bool(hallucinated)),
             "CHAIRi": len(hallucinated) / float(len(words)) if words else 0.0,
-            "Recall": len(recalled) / len(gt_objects) if gt_objects else 0.0,
+            "Recall": len(res.recalled) / len(gt_objects) if gt_objects else 0.0,
             "Len": 0.0,
         }
-        res = CaptionResult(image_id, caption, raw_words, list(node_words), hallucinated, h_idxs, gt_objects,
-                            mentions, metrics)
-        res._recalled = len(recalled)  # type: ignore[attr-defined]
         return res
 
     def compute(self, captions: Iterable[tuple[Any, str]], progress: bool = False) -> ChairResult:
@@ -289,7 +291,7 @@ class Chair:
             h_words += len(res.hallucinated)
             coco_words += len(res.generated)
             len_words += len(res.words)
-            recall_n += res._recalled  # type: ignore[attr-defined]
+            recall_n += len(res.recalled)
             gt_n += len(res.gt)
         n = len(sentences)
         overall = {

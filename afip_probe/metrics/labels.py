@@ -36,7 +36,7 @@ def label_tokens(tokens: pd.DataFrame, samples: pd.DataFrame, chair: Chair,
     obj = np.full(len(out), "", dtype=object)
     mention = np.full(len(out), "", dtype=object)
     warnings = []
-    positions = {sid: idx for sid, idx in out.groupby("sample_id").indices.items()}
+    positions = out.groupby("sample_id").indices
     for row in samples.itertuples(index=False):
         idx = positions.get(row.sample_id)
         if idx is None:
