@@ -11,9 +11,10 @@ Example:
     (2, 2, 4)
 """
 
+from . import correct
 from .errors import AfipError
 from .hooks import RecordConfig, SampleTrace, intercept, trace
 
 __version__ = "0.1.0"
 
-__all__ = ["AfipError", "RecordConfig", "SampleTrace", "__version__", "intercept", "trace"]
+__all__ = ["correct", "AfipError", "RecordConfig", "SampleTrace", "__version__", "intercept", "trace"]

@@ -1,5 +1,5 @@
 """CLI subcommands: each module defines `register(subparsers)` and a `run(args) -> int`."""
 
-from . import chair, demo, pope, trace
+from . import chair, demo, organism, pope, trace
 
-COMMANDS = [trace, chair, pope, demo]
+COMMANDS = [trace, chair, pope, organism, demo]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -32,7 +33,7 @@ import torch
 from ..errors import AfipError
 from ..models import ModelAdapter, adapter_for
 from .recorder import RecordConfig, Recorder
-from .rowstats import image_keys
+from .rowstats import ImageIndex, RunMasks
 
 IMPLEMENTATION = "afip_probe"
 
@@ -51,6 +52,9 @@ class RowContext:
     step: int  # 0 = prefill
     is_image: torch.Tensor  # [B, kv] bool
     allowed: torch.Tensor  # [B, kv] bool, keys the mask lets the query see
+    image_index: ImageIndex  # gather index of each sample's image keys, [B, n_max]
+    num_layers: int
+    run: int  # unique per generate() call (process-wide); a modifier resets its state when it changes
 
 
 def _sdpa(*args: Any, **kwargs: Any) -> Any:
@@ -95,7 +99,8 @@ class _Session:
         self.modifiers = list(modifiers)
         self.layer_of = {id(m): i for i, m in enumerate(adapter.attention_modules)}
         self.step = -1
-        self.run_is_image: torch.Tensor | None = None  # [B, P] of the current generate() call
+        self.run = 0
+        self.masks: RunMasks | None = None  # image-key masks of the current generate() call
         self.in_generate = False
 
     def attention(self, layer: int, module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -107,14 +112,15 @@ class _Session:
         if self.recorder is not None:
             self.recorder.on_scores(layer, scores, allowed)
         if self.modifiers:
-            kv = scores.shape[-1]
-            assert self.run_is_image is not None
-            is_image = image_keys(self.run_is_image, kv)
-            context = RowContext(step=self.step, is_image=is_image, allowed=allowed)
+            assert self.masks is not None
+            context = RowContext(step=self.step, is_image=self.masks.keys(scores.shape[-1]), allowed=allowed,
+                                 image_index=self.masks.index, num_layers=len(self.layer_of), run=self.run)
             modified = scores
             for modifier in self.modifiers:
                 new = modifier.modify(layer, modified, context)
                 modified = modified if new is None else new
+            if self.recorder is not None:
+                self.recorder.on_corrected(layer, modified, allowed)
             if modified is not scores:
                 output = output.clone()
                 output[:, -1] = _row_output(modified, value).to(output.dtype)
@@ -130,6 +136,7 @@ def _row_output(scores: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 
 
 _SESSIONS: list[_Session] = []
+_RUN_IDS = itertools.count(1)
 
 
 def _attention_function(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -187,8 +194,8 @@ def _installed(model: Any, session: _Session) -> Iterator[None]:
             raise AfipError(f"could not switch {type(model).__name__}'s decoder attention to the interceptor")
         handles.append(model.register_forward_pre_hook(functools.partial(_pre_forward, session), with_kwargs=True))
         head = model.get_output_embeddings()
-        if session.recorder is not None and head is not None:
-            handles.append(head.register_forward_hook(lambda _m, _i, out: session.recorder.on_logits(out)))
+        if head is not None:  # a recorder may join later (trace inside correct)
+            handles.append(head.register_forward_hook(functools.partial(_on_logits, session)))
         model.generate = functools.partial(_generate, session, model.generate)
         _SESSIONS.append(session)
         yield
@@ -203,6 +210,11 @@ def _installed(model: Any, session: _Session) -> Iterator[None]:
             model.__dict__.pop("generate", None)
         for cfg, value in saved:
             cfg._attn_implementation_internal = value
+
+
+def _on_logits(session: _Session, _module: Any, _inputs: Any, out: torch.Tensor) -> None:
+    if session.recorder is not None:
+        session.recorder.on_logits(out)
 
 
 def _pre_forward(session: _Session, _module: Any, args: tuple, kwargs: dict) -> None:
@@ -225,10 +237,11 @@ def _generate(session: _Session, original: Any, *args: Any, **kwargs: Any) -> An
         raise AfipError("tracing supports greedy and sampling with one sequence per prompt (num_beams=1)")
     inputs = dict(kwargs, input_ids=input_ids)
     layouts = session.adapter.layouts(inputs)
-    session.run_is_image = input_ids == session.adapter.image_token_id
+    session.masks = RunMasks(input_ids == session.adapter.image_token_id)
     session.step = -1
+    session.run = next(_RUN_IDS)
     if session.recorder is not None:
-        session.recorder.start_run(input_ids, kwargs.get("attention_mask"), layouts)
+        session.recorder.start_run(input_ids, kwargs.get("attention_mask"), layouts, session.masks)
     session.in_generate = True
     try:
         out = original(*args, **kwargs)
@@ -263,15 +276,51 @@ def trace(
     """
     adapter = adapter or adapter_for(model, processor)
     recorder = Recorder(adapter.num_layers, adapter.image_token_id, RecordConfig(level, array_dtype))
-    session = _Session(adapter, recorder, modifiers)
-    with _installed(model, session):
+    active = _active_session(model)
+    if active is not None:  # inside `correct(model, ...)`: record in that session
+        if active.recorder is not None:
+            raise AfipError("this model is already being traced; nest trace() at most once")
+        with _joined(active, modifiers, recorder):
+            yield recorder
+        return
+    with _installed(model, _Session(adapter, recorder, modifiers)):
         yield recorder
 
 
 @contextlib.contextmanager
 def intercept(model: Any, modifiers: Sequence[ScoreModifier], processor: Any = None,
               adapter: ModelAdapter | None = None) -> Iterator[None]:
-    """Apply score modifiers during `model.generate()` without recording."""
+    """Apply score modifiers during `model.generate()` without recording.
+
+    Inside an active `trace(model)` the modifiers join that session, so the trace records both the
+    unmodified rows and the corrected ones (``extra["corrected/..."]``).
+    """
+    active = _active_session(model)
+    if active is not None:
+        with _joined(active, modifiers, None):
+            yield
+        return
     adapter = adapter or adapter_for(model, processor)
     with _installed(model, _Session(adapter, None, modifiers)):
         yield
+
+
+def _active_session(model: Any) -> _Session | None:
+    return next((s for s in reversed(_SESSIONS) if s.adapter.model is model), None)
+
+
+@contextlib.contextmanager
+def _joined(session: _Session, modifiers: Sequence[ScoreModifier], recorder: Recorder | None) -> Iterator[None]:
+    """Add modifiers (and a recorder) to an active session for the duration of a nested context."""
+    if session.in_generate:
+        raise AfipError("cannot change tracing or correction while generate() runs")
+    before = list(session.modifiers)
+    session.modifiers.extend(modifiers)
+    if recorder is not None:
+        session.recorder = recorder
+    try:
+        yield
+    finally:
+        session.modifiers = before
+        if recorder is not None:
+            session.recorder = None

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import AfipError
 from ..models.base import ImageLayout
-from .rowstats import HEAD_FIELDS, LAYER_FIELDS, ImageIndex, image_index, image_keys, row_stats
+from .rowstats import HEAD_FIELDS, LAYER_FIELDS, RunMasks, row_stats
 
 LEVELS = ("stats", "maps", "full")
 
@@ -72,28 +72,24 @@ class _Run:
     """Buffers of one generate() call, on the model's device until the run ends."""
 
     def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layouts: list[ImageLayout],
-                 image_token_id: int, num_layers: int):
+                 masks: RunMasks, num_layers: int):
         self.input_ids = input_ids
         self.pad = (attention_mask == 0).sum(-1).tolist() if attention_mask is not None else [0] * len(input_ids)
         self.layouts = layouts
-        self.is_image = input_ids == image_token_id  # [B, P]
-        self.img: ImageIndex = image_index(self.is_image)
+        self.masks = masks
         self.num_layers = num_layers
         self.step = -1
         self.head: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # per layer: steps x [B, F, H]
         self.layer: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, F]
         self.maps: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, n]
         self.scores: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, H, n]
+        # rows after score modifiers (a corrector), when any is on
+        self.c_head: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
+        self.c_layer: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
+        self.c_maps: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
         self.entropy: list[torch.Tensor] = []  # steps x [B]
         self.logprob: list[torch.Tensor] = []  # steps x [B]
         self.pending_logp: torch.Tensor | None = None  # [B, V] of the last step
-        self._kv_cache: tuple[int, torch.Tensor] | None = None
-
-    def is_image_keys(self, kv: int) -> torch.Tensor:
-        """[B, kv] image-key mask for a key length kv (generated keys are never image keys)."""
-        if self._kv_cache is None or self._kv_cache[0] != kv:
-            self._kv_cache = (kv, image_keys(self.is_image, kv))
-        return self._kv_cache[1]
 
 
 class Recorder:
@@ -111,8 +107,10 @@ class Recorder:
         return self._run is not None
 
     # ------------------------------------------------------------------ run lifecycle
-    def start_run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layouts: list[ImageLayout]) -> None:
-        self._run = _Run(input_ids, attention_mask, layouts, self.image_token_id, self.num_layers)
+    def start_run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layouts: list[ImageLayout],
+                  masks: RunMasks | None = None) -> None:
+        masks = masks if masks is not None else RunMasks(input_ids == self.image_token_id)
+        self._run = _Run(input_ids, attention_mask, layouts, masks, self.num_layers)
 
     def abort_run(self) -> None:
         self._run = None
@@ -142,7 +140,7 @@ class Recorder:
         run = self._run
         if run is None:
             return
-        st = row_stats(scores, run.is_image_keys(scores.shape[-1]), allowed, run.img)
+        st = row_stats(scores, run.masks.keys(scores.shape[-1]), allowed, run.masks.index)
         run.head[layer].append(st.head)
         run.layer[layer].append(st.layer)
         level = self.config.level
@@ -151,6 +149,17 @@ class Recorder:
             run.maps[layer].append(st.img_probs.mean(1).to(dtype))
             if level == "full":
                 run.scores[layer].append(st.img_scores.to(dtype))
+
+    def on_corrected(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor) -> None:
+        """The same row after score modifiers; kept as ``extra["corrected/..."]`` next to the raw row."""
+        run = self._run
+        if run is None:
+            return
+        st = row_stats(scores, run.masks.keys(scores.shape[-1]), allowed, run.masks.index)
+        run.c_head[layer].append(st.head)
+        run.c_layer[layer].append(st.layer)
+        if self.config.level != "stats":
+            run.c_maps[layer].append(st.img_probs.mean(1).to(getattr(torch, self.config.array_dtype)))
 
     def finish_run(self, sequences: torch.Tensor, eos_token_ids: list[int]) -> list[SampleTrace]:
         """Split the run's buffers into one `SampleTrace` per sample and append them to `traces`."""
@@ -177,6 +186,10 @@ class Recorder:
         layer = stacked(run.layer)  # [T, L, B, F]
         maps = stacked(run.maps) if self.config.level != "stats" else None  # [T, L, B, n]
         scores = stacked(run.scores) if self.config.level == "full" else None  # [T, L, B, H, n]
+        corrected = any(run.c_head)
+        c_head = stacked(run.c_head) if corrected else None  # [T, L, B, F, H]
+        c_layer = stacked(run.c_layer) if corrected else None  # [T, L, B, F]
+        c_maps = stacked(run.c_maps) if corrected and maps is not None else None  # [T, L, B, n]
         entropy = torch.stack(run.entropy, dim=1).cpu().numpy()  # [B, T]
         logprob = torch.stack(run.logprob, dim=1).cpu().numpy()  # [B, T]
         eos = set(eos_token_ids)
@@ -197,6 +210,13 @@ class Recorder:
                 maps=None if maps is None else maps[:length, :, b, :n].astype(array_dtype),
                 scores=None if scores is None else scores[:length, :, b, :, :n].astype(array_dtype),
             )
+            if c_head is not None and c_layer is not None:
+                trace.extra.update({f"corrected/head/{f}": np.ascontiguousarray(c_head[:length, :, b, i])
+                                    for i, f in enumerate(HEAD_FIELDS)})
+                trace.extra.update({f"corrected/layer/{f}": np.ascontiguousarray(c_layer[:length, :, b, i])
+                                    for i, f in enumerate(LAYER_FIELDS)})
+                if c_maps is not None:
+                    trace.extra["corrected/maps"] = c_maps[:length, :, b, :n].astype(array_dtype)
             out.append(trace)
         self.traces.extend(out)
         return out

@@ -66,6 +66,24 @@ def image_keys(is_image_prompt: torch.Tensor, kv: int) -> torch.Tensor:
     return is_image_prompt[:, :kv] if kv <= p else torch.nn.functional.pad(is_image_prompt, (0, kv - p))
 
 
+class RunMasks:
+    """The image-key masks of one generate() call, shared by the recorder and score modifiers.
+
+    Built once from the prompt's [B, P] image-token mask; `keys(kv)` gives the [B, kv] mask for the
+    current key length (cached, it changes once per step) and `index` the image-key gather index.
+    """
+
+    def __init__(self, is_image_prompt: torch.Tensor):
+        self.prompt = is_image_prompt  # [B, P]
+        self.index: ImageIndex = image_index(is_image_prompt)
+        self._cache: tuple[int, torch.Tensor] | None = None
+
+    def keys(self, kv: int) -> torch.Tensor:
+        if self._cache is None or self._cache[0] != kv:
+            self._cache = (kv, image_keys(self.prompt, kv))
+        return self._cache[1]
+
+
 def image_index(is_image: torch.Tensor) -> ImageIndex:
     """Build the gather index from a boolean [B, kv] image-key mask."""
     counts = is_image.sum(-1)  # [B]

@@ -93,11 +93,13 @@ def qwen_style_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int
     )
 
 
-def _decoder_sizes(hidden: int, layers: int, heads: int, kv_heads: int | None, tok: Any) -> dict[str, Any]:
+def _decoder_sizes(
+    hidden: int, layers: int, heads: int, kv_heads: int | None, tok: Any, intermediate: int | None = None
+) -> dict[str, Any]:
     """Decoder config fields shared by the tiny families."""
     return dict(
         hidden_size=hidden,
-        intermediate_size=2 * hidden,
+        intermediate_size=intermediate or 2 * hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads or heads,
@@ -116,8 +118,12 @@ def tiny_llava(
     vision_hidden: int = 32,
     tokenizer: Any = None,
     seed: int = 0,
+    intermediate: int | None = None,
 ) -> tuple[Any, Any]:
-    """A random-weight `LlavaForConditionalGeneration` and a matching `LlavaProcessor`."""
+    """A random-weight `LlavaForConditionalGeneration` and a matching `LlavaProcessor`.
+
+    ``intermediate`` is the decoder's MLP width (default ``2 * hidden``).
+    """
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -148,7 +154,7 @@ def tiny_llava(
         patch_size=patch_size,
     )
     text = LlamaConfig(
-        **_decoder_sizes(hidden, layers, heads, kv_heads, tok),
+        **_decoder_sizes(hidden, layers, heads, kv_heads, tok, intermediate),
         max_position_embeddings=4096,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,

@@ -1,0 +1,151 @@
+"""Batched greedy generation over images without recording: captions and yes/no answers.
+
+This is the engine of CHAIR/POPE evaluation runs. Score modifiers (a corrector) can be switched on;
+with none it is plain ``generate()``. Results are appended to a JSONL file one line per image as they
+come, so a killed run keeps what it finished and a rerun with the same file skips those images.
+
+Example:
+    >>> from afip_probe.generate import caption_images
+    >>> rows = caption_images("organism", ["scenes/val/"], "captions.jsonl")   # doctest: +SKIP
+    >>> rows[0].keys()                                                       # doctest: +SKIP
+    dict_keys(['image_id', 'image', 'caption'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .errors import AfipError
+from .run import ImageItem, collect_images, load_image
+
+
+@dataclass(frozen=True)
+class Job:
+    """One generation: an image and the prompt to ask about it; `extra` is copied to the output row."""
+
+    item: ImageItem
+    prompt: str
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.item.sample_id}\t{self.prompt}"
+
+
+def _done_keys(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    keys = set()
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill: that job is redone
+        keys.add(f"{row.get('sample_id')}\t{row.get('prompt')}")
+    return keys
+
+
+def check_images(paths: set[Path]) -> None:
+    """Raise one AfipError naming every missing or unreadable image, before any generation."""
+    from PIL import Image
+
+    bad = []
+    for p in sorted(paths):
+        try:
+            with Image.open(p) as img:
+                img.verify()
+        except Exception as e:  # missing, not an image, truncated header
+            bad.append(f"{p} ({type(e).__name__})")
+    if bad:
+        raise AfipError(f"{len(bad)} image(s) cannot be read, e.g. {bad[0]}; remove or replace them and run again")
+
+
+def _resolve(model: Any, device: str, dtype: str) -> Any:
+    from .models import LoadedModel, load
+
+    return model if isinstance(model, LoadedModel) else load(str(model), device=device, dtype=dtype)
+
+
+def generate_jobs(
+    model: Any,
+    jobs: Sequence[Job],
+    out: str | Path | None,
+    output_key: str = "caption",
+    max_new_tokens: int = 96,
+    batch_size: int = 16,
+    modifiers: Sequence[Any] = (),
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+    desc: str = "generate",
+) -> list[dict[str, Any]]:
+    """Run every job greedily (batched, left-padded) and return one row per job.
+
+    With `out`, rows are appended to that JSONL file as they finish and jobs already in it are
+    skipped (resume). Unreadable images raise `AfipError` before any generation starts.
+    """
+    from tqdm.auto import tqdm
+
+    from .hooks import intercept
+
+    if max_new_tokens < 1:
+        raise AfipError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise AfipError(f"--batch-size must be at least 1, got {batch_size}")
+    loaded = _resolve(model, device, dtype)
+    out_path = Path(out) if out is not None else None
+    done = _done_keys(out_path) if out_path is not None else set()
+    todo = [j for j in jobs if j.key not in done]
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    dev = next(loaded.model.parameters()).device
+    ctx = intercept(loaded.model, modifiers, adapter=loaded.adapter) if modifiers else contextlib.nullcontext()
+    check_images({j.item.path for j in todo})
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
+    sink = out_path.open("a") if out_path is not None else None
+    try:
+        with ctx:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                opened = {p: load_image(p) for p in {j.item.path for j in batch}}
+                imgs = [opened[j.item.path] for j in batch]
+                inputs = loaded.adapter.build_inputs(imgs, [j.prompt for j in batch], device=dev)
+                width = inputs["input_ids"].shape[1]
+                seqs = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+                texts = tokenizer.batch_decode(seqs[:, width:], skip_special_tokens=True)
+                for j, text in zip(batch, texts):
+                    row = {"image_id": j.item.image_id, "image": j.item.path.name, "sample_id": j.item.sample_id,
+                           "prompt": j.prompt, output_key: text.strip(), **dict(j.extra)}
+                    rows.append(row)
+                    if sink is not None:
+                        sink.write(json.dumps(row) + "\n")
+                        sink.flush()
+                bar.update(len(batch))
+    finally:
+        bar.close()
+        if sink is not None:
+            sink.close()
+    return rows
+
+
+def caption_images(
+    model: Any,
+    images: Sequence[str | Path] | list[ImageItem],
+    out: str | Path | None,
+    prompt: str = "Please describe this image in detail.",
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Caption every image; rows are ``{image_id, image, sample_id, prompt, caption}`` (OPERA's CHAIR format)."""
+    items = images if images and isinstance(images[0], ImageItem) else collect_images(images)  # type: ignore[arg-type]
+    return generate_jobs(model, [Job(it, prompt) for it in items], out, output_key="caption",
+                         desc=kwargs.pop("desc", "caption"), **kwargs)
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            yield json.loads(line)
