@@ -152,11 +152,17 @@ def trace_images(
     progress: bool = True,
     generate_kwargs: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
+    conditions: Sequence[tuple[str, Sequence[Any]]] | None = None,
+    seed: int = 0,
 ) -> TraceSummary:
     """Generate for every image with the interceptor on and stream the records into a store.
 
     `model` is a name/path for `afip_probe.models.load` or a `LoadedModel`. Failed samples (unreadable
     images, errors during generation) are recorded with their error and the run goes on.
+
+    `conditions` traces the same images several times into one store, once per ``(name, modifiers)``
+    (e.g. no corrector, then AFIP); sample ids become ``<name>/<image>`` and rows carry `condition`.
+    Every batch starts from ``torch.manual_seed(seed + batch)``, so sampling is paired too.
     """
     from tqdm.auto import tqdm
 
@@ -169,6 +175,11 @@ def trace_images(
         raise AfipError(f"--batch-size must be at least 1, got {batch_size}")
     RecordConfig(level)  # validates the level before anything is loaded
     items = images if images and isinstance(images[0], ImageItem) else collect_images(images)  # type: ignore[arg-type]
+    conds = list(conditions) if conditions else [(condition, list(modifiers))]
+    if len({name for name, _ in conds}) != len(conds):
+        raise AfipError(f"condition names must differ: {[name for name, _ in conds]}")
+    groups = [(name, mods, [ImageItem(f"{name}/{it.sample_id}", it.path, it.image_id) for it in items]
+               if len(conds) > 1 else items) for name, mods in conds]
     loaded = model if isinstance(model, LoadedModel) else load(
         str(model), device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
@@ -180,76 +191,100 @@ def trace_images(
         "prompt": prompt,
         "max_new_tokens": max_new_tokens,
         "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
-        "condition": condition,
+        "condition": " | ".join(name for name, _ in conds),
+        "conditions": [name for name, _ in conds],
         "num_layers": loaded.adapter.num_layers,
         "num_heads": loaded.adapter.num_heads,
         "decoding": "greedy" if not (generate_kwargs or {}).get("do_sample") else "sample",
     }
     writer = StoreWriter(out, settings, resume=resume)
     done = writer.finished() if resume else set()
-    todo = [it for it in items if it.sample_id not in done]
-    summary = TraceSummary(store=str(out), total=len(items), skipped=len(items) - len(todo))
-    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
-    device_ = next(loaded.model.parameters()).device
+    total = sum(len(g) for _, _, g in groups)
+    todo = [(name, mods, [it for it in g if it.sample_id not in done]) for name, mods, g in groups]
+    left = sum(len(g) for _, _, g in todo)
     gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False)
     gen_kwargs.update(generate_kwargs or {})
+    tracer = _Tracer(loaded, writer, TraceSummary(store=str(out), total=total, skipped=total - left), prompt,
+                     level, batch_size, gen_kwargs, seed)
     start = time.perf_counter()
+    tracer.bar = tqdm(total=left, desc="trace", unit="img", disable=not progress)
+    for name, mods, group in todo:
+        if group:
+            tracer.run_group(name, mods, group)
+    tracer.bar.close()
+    tracer.summary.seconds = time.perf_counter() - start
+    return tracer.summary
 
-    def base_row(item: ImageItem) -> dict[str, Any]:
+
+class _Tracer:
+    """The loop of `trace_images`: batches of one condition through generate() into the store."""
+
+    def __init__(self, loaded: Any, writer: StoreWriter, summary: TraceSummary, prompt: str, level: str,
+                 batch_size: int, gen_kwargs: dict[str, Any], seed: int):
+        self.loaded, self.writer, self.summary = loaded, writer, summary
+        self.prompt, self.level, self.batch_size = prompt, level, batch_size
+        self.gen_kwargs, self.seed = gen_kwargs, seed
+        self.tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+        self.device = next(loaded.model.parameters()).device
+        self.bar: Any = None
+
+    def base_row(self, item: ImageItem, condition: str) -> dict[str, Any]:
         return {
             "sample_id": item.sample_id,
             "image_id": item.image_id if item.image_id is not None else -1,
             "image": str(item.path),
-            "prompt": prompt,
-            "model": loaded.name,
+            "prompt": self.prompt,
+            "model": self.loaded.name,
             "condition": condition,
         }
 
-    def fail(item: ImageItem, error: str) -> None:
-        writer.write_failure(base_row(item), error)
-        summary.failed += 1
-        summary.errors.append(f"{item.sample_id}: {error}")
+    def fail(self, item: ImageItem, condition: str, error: str) -> None:
+        self.writer.write_failure(self.base_row(item, condition), error)
+        self.summary.failed += 1
+        self.summary.errors.append(f"{item.sample_id}: {error}")
 
-    bar = tqdm(total=len(todo), desc="trace", unit="img", disable=not progress)
-    with trace(loaded.model, loaded.processor, level=level, modifiers=modifiers, adapter=loaded.adapter) as rec:
-        for batch in _batches(todo, batch_size):
-            ready: list[tuple[ImageItem, Any]] = []
-            for item in batch:
-                try:
-                    ready.append((item, load_image(item.path)))
-                except AfipError as e:
-                    fail(item, str(e))
-            if ready:
-                rec.traces.clear()
-                try:
-                    inputs = loaded.adapter.build_inputs([img for _, img in ready], prompt, device=device_)
-                    loaded.model.generate(**inputs, **gen_kwargs)
-                except AfipError:
-                    raise
-                except Exception as e:  # e.g. out of memory: lose only this batch
-                    for item, _ in ready:
-                        fail(item, f"{type(e).__name__}: {e}")
-                    bar.update(len(batch))
-                    continue
-                for (item, img), tr in zip(ready, rec.traces):
-                    text, tokens = token_table(item.sample_id, tr, tokenizer)
-                    row = base_row(item)
-                    row.update(
-                        output_text=text,
-                        prompt_ids=tr.prompt_ids,
-                        generated_ids=tr.generated_ids,
-                        num_tokens=tr.num_tokens,
-                        image_positions=tr.layout.positions,
-                        image_spans=[list(s) for s in tr.layout.spans],
-                        grid_rows=tr.layout.grid[0],
-                        grid_cols=tr.layout.grid[1],
-                        image_width=img.width,
-                        image_height=img.height,
-                    )
-                    writer.write_sample(row, tr, tokens)
-                    summary.ok += 1
-                    summary.tokens += tr.num_tokens
-            bar.update(len(batch))
-    bar.close()
-    summary.seconds = time.perf_counter() - start
-    return summary
+    def run_group(self, condition: str, modifiers: Sequence[Any], todo: list[ImageItem]) -> None:
+        import torch
+
+        loaded, summary = self.loaded, self.summary
+        with trace(loaded.model, loaded.processor, level=self.level, modifiers=modifiers,
+                   adapter=loaded.adapter) as rec:
+            for number, batch in enumerate(_batches(todo, self.batch_size)):
+                ready: list[tuple[ImageItem, Any]] = []
+                for item in batch:
+                    try:
+                        ready.append((item, load_image(item.path)))
+                    except AfipError as e:
+                        self.fail(item, condition, str(e))
+                if ready:
+                    rec.traces.clear()
+                    try:
+                        inputs = loaded.adapter.build_inputs([img for _, img in ready], self.prompt, device=self.device)
+                        torch.manual_seed(self.seed + number)
+                        loaded.model.generate(**inputs, **self.gen_kwargs)
+                    except AfipError:
+                        raise
+                    except Exception as e:  # e.g. out of memory: lose only this batch
+                        for item, _ in ready:
+                            self.fail(item, condition, f"{type(e).__name__}: {e}")
+                        self.bar.update(len(batch))
+                        continue
+                    for (item, img), tr in zip(ready, rec.traces):
+                        text, tokens = token_table(item.sample_id, tr, self.tokenizer)
+                        row = self.base_row(item, condition)
+                        row.update(
+                            output_text=text,
+                            prompt_ids=tr.prompt_ids,
+                            generated_ids=tr.generated_ids,
+                            num_tokens=tr.num_tokens,
+                            image_positions=tr.layout.positions,
+                            image_spans=[list(s) for s in tr.layout.spans],
+                            grid_rows=tr.layout.grid[0],
+                            grid_cols=tr.layout.grid[1],
+                            image_width=img.width,
+                            image_height=img.height,
+                        )
+                        self.writer.write_sample(row, tr, tokens)
+                        summary.ok += 1
+                        summary.tokens += tr.num_tokens
+                self.bar.update(len(batch))

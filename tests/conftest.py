@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 os.environ.setdefault("NLTK_DATA", str(SHARED / "nltk_data"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# generated organism scenes go to a fresh cache per test session unless the caller chose one
+os.environ.setdefault("AFIP_PROBE_CACHE", tempfile.mkdtemp(prefix="afip-probe-cache-"))
 
 from afip_probe.models import tiny  # noqa: E402
 

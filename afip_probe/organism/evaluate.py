@@ -73,11 +73,11 @@ def evaluate_heldout(
     from ..generate import caption_images
     from ..metrics.chair import Chair
 
-    root = sc.ensure_split("val", n=n, progress=progress)
+    root = sc.ensure_split("val", n=max(n, sc.HELDOUT_SIZE), progress=progress)
     out = Path(out) if out is not None else root / "captions_organism.jsonl"
     if out.exists():
         out.unlink()  # a fresh evaluation each time
-    rows = caption_images(model, sc.image_paths(root, "val"), out, batch_size=batch_size,
+    rows = caption_images(model, sc.image_paths(root, "val")[:n], out, batch_size=batch_size,
                           max_new_tokens=max_new_tokens, modifiers=modifiers, progress=progress)
     chair = Chair.from_coco(root / "annotations")
     result = chair.compute([(r["image_id"], r["caption"]) for r in rows])

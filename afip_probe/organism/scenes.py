@@ -127,16 +127,16 @@ class SceneType:
 SCENE_TYPES: tuple[SceneType, ...] = (
     SceneType("dining", (236, 224, 198), ("a dining scene", "a meal", "a kitchen scene"), {
         "dining table": 0.85, "pizza": 0.5, "cup": 0.55, "fork": 0.55, "knife": 0.45, "bowl": 0.4,
-        "bottle": 0.3, "wine glass": 0.3, "spoon": 0.25}),
+        "bottle": 0.3, "wine glass": 0.35, "spoon": 0.35}),
     SceneType("street", (150, 150, 156), ("a city street", "a busy road", "a street scene"), {
-        "car": 0.8, "person": 0.65, "bus": 0.4, "traffic light": 0.5, "bicycle": 0.3, "stop sign": 0.3,
-        "truck": 0.3, "fire hydrant": 0.25}),
+        "car": 0.8, "person": 0.65, "bus": 0.4, "traffic light": 0.5, "bicycle": 0.35, "stop sign": 0.35,
+        "truck": 0.35, "fire hydrant": 0.35}),
     SceneType("living", (205, 175, 135), ("a living room", "a cozy room", "an indoor room"), {
-        "couch": 0.8, "tv": 0.6, "remote": 0.4, "potted plant": 0.45, "chair": 0.45, "book": 0.3,
-        "clock": 0.3, "vase": 0.25}),
+        "couch": 0.8, "tv": 0.6, "remote": 0.4, "potted plant": 0.45, "chair": 0.45, "book": 0.35,
+        "clock": 0.35, "vase": 0.35}),
     SceneType("park", (112, 172, 92), ("a park", "a sunny park", "an outdoor scene"), {
-        "dog": 0.7, "frisbee": 0.45, "person": 0.6, "bench": 0.45, "bird": 0.3, "kite": 0.3,
-        "umbrella": 0.2, "sports ball": 0.25}),
+        "dog": 0.7, "frisbee": 0.45, "person": 0.6, "bench": 0.45, "bird": 0.4, "kite": 0.35,
+        "umbrella": 0.35, "sports ball": 0.35}),
 )
 # (a, b, p): when a is present and b is not, b joins with probability p
 COMPANIONS: tuple[tuple[str, str, float], ...] = (

@@ -38,7 +38,7 @@ class TrainConfig:
     """Everything that decides the trained weights."""
 
     seed: int = 0
-    steps: int = 1800
+    steps: int = 2400
     batch_size: int = 32
     train_scenes: int = 12000
     lr: float = 2e-3

@@ -1,0 +1,1 @@
+"""Figures: attention heatmaps over images and before/after comparisons (matplotlib)."""
