@@ -18,6 +18,14 @@ MODULES = [
     "afip_probe.store.writer",
     "afip_probe.tokens",
     "afip_probe.metrics.pope",
+    "afip_probe.organism",
+    "afip_probe.organism.scenes",
+    "afip_probe.correct",
+    "afip_probe.correct.afip",
+    "afip_probe.correct.baselines",
+    "afip_probe.correct.spec",
+    "afip_probe.correct.sweep",
+    "afip_probe.plots.heatmap",
 ]
 
 
