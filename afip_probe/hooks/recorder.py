@@ -68,6 +68,25 @@ class SampleTrace:
         return len(self.generated_ids)
 
 
+class _Rows:
+    """Per-layer buffers of row statistics, one entry per step."""
+
+    def __init__(self, num_layers: int):
+        self.head: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # per layer: steps x [B, F, H]
+        self.layer: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, F]
+        self.maps: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, n]
+        self.scores: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, H, n]
+
+    def add(self, layer: int, st: Any, config: "RecordConfig", keep_scores: bool = True) -> None:
+        self.head[layer].append(st.head)
+        self.layer[layer].append(st.layer)
+        if config.level != "stats":
+            dtype = getattr(torch, config.array_dtype)
+            self.maps[layer].append(st.img_probs.mean(1).to(dtype))
+            if config.level == "full" and keep_scores:
+                self.scores[layer].append(st.img_scores.to(dtype))
+
+
 class _Run:
     """Buffers of one generate() call, on the model's device until the run ends."""
 
@@ -79,14 +98,8 @@ class _Run:
         self.masks = masks
         self.num_layers = num_layers
         self.step = -1
-        self.head: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # per layer: steps x [B, F, H]
-        self.layer: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, F]
-        self.maps: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, n]
-        self.scores: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, H, n]
-        # rows after score modifiers (a corrector), when any is on
-        self.c_head: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
-        self.c_layer: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
-        self.c_maps: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
+        self.raw = _Rows(num_layers)
+        self.corrected = _Rows(num_layers)  # rows after score modifiers (a corrector), when any is on
         self.entropy: list[torch.Tensor] = []  # steps x [B]
         self.logprob: list[torch.Tensor] = []  # steps x [B]
         self.pending_logp: torch.Tensor | None = None  # [B, V] of the last step
@@ -137,29 +150,18 @@ class Recorder:
 
     def on_scores(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor) -> None:
         """Last-row pre-softmax scores [B, H, kv] of `layer` and the keys the mask allows [B, kv]."""
-        run = self._run
-        if run is None:
-            return
-        st = row_stats(scores, run.masks.keys(scores.shape[-1]), allowed, run.masks.index)
-        run.head[layer].append(st.head)
-        run.layer[layer].append(st.layer)
-        level = self.config.level
-        if level != "stats":
-            dtype = getattr(torch, self.config.array_dtype)
-            run.maps[layer].append(st.img_probs.mean(1).to(dtype))
-            if level == "full":
-                run.scores[layer].append(st.img_scores.to(dtype))
+        self._add(layer, scores, allowed, corrected=False)
 
     def on_corrected(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor) -> None:
         """The same row after score modifiers; kept as ``extra["corrected/..."]`` next to the raw row."""
+        self._add(layer, scores, allowed, corrected=True)
+
+    def _add(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor, corrected: bool) -> None:
         run = self._run
         if run is None:
             return
         st = row_stats(scores, run.masks.keys(scores.shape[-1]), allowed, run.masks.index)
-        run.c_head[layer].append(st.head)
-        run.c_layer[layer].append(st.layer)
-        if self.config.level != "stats":
-            run.c_maps[layer].append(st.img_probs.mean(1).to(getattr(torch, self.config.array_dtype)))
+        (run.corrected if corrected else run.raw).add(layer, st, self.config, keep_scores=not corrected)
 
     def finish_run(self, sequences: torch.Tensor, eos_token_ids: list[int]) -> list[SampleTrace]:
         """Split the run's buffers into one `SampleTrace` per sample and append them to `traces`."""
@@ -172,7 +174,7 @@ class Recorder:
         steps = run.step + 1
         if run.pending_logp is not None:  # the last step's token is only in the output
             run.logprob.append(run.pending_logp.gather(-1, sequences[:, -1:].to(run.pending_logp.device)).squeeze(-1))
-        if generated.shape[1] != steps or any(len(h) != steps for h in run.head):
+        if generated.shape[1] != steps or any(len(h) != steps for h in run.raw.head):
             raise AfipError(
                 f"recorded {steps} forward passes for {generated.shape[1]} generated tokens; beam search, "
                 "assisted decoding and other multi-pass strategies cannot be traced (use greedy or sampling)"
@@ -182,14 +184,14 @@ class Recorder:
             # per layer: steps x [B, ...] -> [T, L, B, ...]
             return torch.stack([torch.stack(b) for b in buffers], dim=1).float().cpu().numpy()
 
-        head = stacked(run.head)  # [T, L, B, F, H]
-        layer = stacked(run.layer)  # [T, L, B, F]
-        maps = stacked(run.maps) if self.config.level != "stats" else None  # [T, L, B, n]
-        scores = stacked(run.scores) if self.config.level == "full" else None  # [T, L, B, H, n]
-        corrected = any(run.c_head)
-        c_head = stacked(run.c_head) if corrected else None  # [T, L, B, F, H]
-        c_layer = stacked(run.c_layer) if corrected else None  # [T, L, B, F]
-        c_maps = stacked(run.c_maps) if corrected and maps is not None else None  # [T, L, B, n]
+        head = stacked(run.raw.head)  # [T, L, B, F, H]
+        layer = stacked(run.raw.layer)  # [T, L, B, F]
+        maps = stacked(run.raw.maps) if self.config.level != "stats" else None  # [T, L, B, n]
+        scores = stacked(run.raw.scores) if self.config.level == "full" else None  # [T, L, B, H, n]
+        corrected = any(run.corrected.head)
+        c_head = stacked(run.corrected.head) if corrected else None  # [T, L, B, F, H]
+        c_layer = stacked(run.corrected.layer) if corrected else None  # [T, L, B, F]
+        c_maps = stacked(run.corrected.maps) if corrected and maps is not None else None  # [T, L, B, n]
         entropy = torch.stack(run.entropy, dim=1).cpu().numpy()  # [B, T]
         logprob = torch.stack(run.logprob, dim=1).cpu().numpy()  # [B, T]
         eos = set(eos_token_ids)
