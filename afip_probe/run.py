@@ -72,6 +72,9 @@ def collect_images(specs: Sequence[str | Path]) -> list[ImageItem]:
             if not found:
                 raise AfipError(f"--images {spec}: the folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             paths.extend(found)
+        elif p.suffix.lower() not in IMAGE_EXTENSIONS | {".txt"}:
+            raise AfipError(f"--images {spec}: not an image file nor a .txt list of paths "
+                            f"(image types: {', '.join(sorted(IMAGE_EXTENSIONS))})")
         elif p.suffix.lower() == ".txt":
             lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
             paths.extend((p.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines)
@@ -154,6 +157,7 @@ def trace_images(
     trust_remote_code: bool = False,
     conditions: Sequence[tuple[str, Sequence[Any]]] | None = None,
     seed: int = 0,
+    shard: tuple[int, int] | None = None,
 ) -> TraceSummary:
     """Generate for every image with the interceptor on and stream the records into a store.
 
@@ -163,6 +167,9 @@ def trace_images(
     `conditions` traces the same images several times into one store, once per ``(name, modifiers)``
     (e.g. no corrector, then AFIP); sample ids become ``<name>/<image>`` and rows carry `condition`.
     Every batch starts from ``torch.manual_seed(seed + batch)``, so sampling is paired too.
+
+    ``shard=(i, n)`` traces only images i, i+n, i+2n, ... (of the sorted list), for data-parallel runs
+    whose shard stores `afip_probe.store.merge` joins into one.
     """
     from tqdm.auto import tqdm
 
@@ -175,6 +182,11 @@ def trace_images(
         raise AfipError(f"--batch-size must be at least 1, got {batch_size}")
     RecordConfig(level)  # validates the level before anything is loaded
     items = images if images and isinstance(images[0], ImageItem) else collect_images(images)  # type: ignore[arg-type]
+    if shard is not None:
+        index, count = shard
+        if not (count >= 1 and 0 <= index < count):
+            raise AfipError(f"--shard {index}/{count}: write i/N with 0 <= i < N")
+        items = items[index::count]
     conds = list(conditions) if conditions else [(condition, list(modifiers))]
     if len({name for name, _ in conds}) != len(conds):
         raise AfipError(f"condition names must differ: {[name for name, _ in conds]}")
@@ -197,6 +209,8 @@ def trace_images(
         "num_heads": loaded.adapter.num_heads,
         "decoding": "greedy" if not (generate_kwargs or {}).get("do_sample") else "sample",
     }
+    if shard is not None:
+        settings["shard"] = f"{shard[0]}/{shard[1]}"
     writer = StoreWriter(out, settings, resume=resume)
     done = writer.finished() if resume else set()
     total = sum(len(g) for _, _, g in groups)

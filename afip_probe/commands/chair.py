@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         if not captions:
             raise AfipError(f"{source}: no usable captions ({len(warnings)} lines skipped)")
     result = chair.compute(captions, progress=sys.stderr.isatty())
+    if not result.sentences:
+        raise AfipError(f"none of the {len(captions)} captions has ground truth (unknown image ids, e.g. "
+                        f"{captions[0][0]!r}); give --annotations with your dataset's COCO-format files")
     warnings += result.warnings
     if args.output:
         Path(args.output).write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False))

@@ -75,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     from ..plots.heatmap import draw_heatmap
     from ..run import load_image, trace_images
 
+    if args.n < 1:
+        from ..errors import AfipError
+
+        raise AfipError(f"--n must be at least 1, got {args.n}")
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)

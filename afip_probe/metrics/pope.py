@@ -81,7 +81,11 @@ def read_jsonl(path: str | os.PathLike, what: str) -> tuple[list[dict[str, Any]]
 def evaluate_files(questions: str | os.PathLike, answers: str | os.PathLike) -> tuple[dict[str, float], list[str]]:
     """Score an answers file (``question_id`` + ``text`` or ``answer``) against a POPE question file."""
     qs, warnings = read_jsonl(questions, "question")
+    if not qs:
+        raise AfipError(f"{questions}: no usable questions" + (f" ({warnings[0]})" if warnings else ""))
     ans, w2 = read_jsonl(answers, "answer")
+    if not ans:
+        raise AfipError(f"{answers}: no usable answers" + (f" ({w2[0]})" if w2 else ""))
     warnings += w2
     by_id = {}
     for a in ans:

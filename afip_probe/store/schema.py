@@ -21,7 +21,7 @@ TOKENS_DIR = "tokens"
 TENSORS_DIR = "tensors"
 
 #: settings that must match for --resume to append to a store
-RESUME_KEYS = ("model", "record_level", "array_dtype", "prompt", "max_new_tokens", "dtype", "condition")
+RESUME_KEYS = ("model", "record_level", "array_dtype", "prompt", "max_new_tokens", "dtype", "condition", "shard")
 
 
 def safe_id(sample_id: str) -> str:

@@ -86,6 +86,8 @@ class StoreWriter:
             raise StoreError(f"{self.root} exists and is not an empty folder nor a trace store; choose a new --out")
         for sub in (SAMPLES_DIR, TOKENS_DIR, TENSORS_DIR):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+            for stale in (self.root / sub).glob(".*.tmp"):  # files a killed run was writing
+                stale.unlink(missing_ok=True)
         if not manifest_path.exists():
             manifest = {
                 "schema_version": SCHEMA_VERSION,

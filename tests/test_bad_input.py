@@ -1,0 +1,118 @@
+"""Bad input across every CLI command: one line naming the problem, exit code 2, no traceback.
+
+`python tests/test_bad_input.py` prints the table of docs/bad_inputs.md from the same cases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+if __name__ == "__main__":  # the table script: same environment as the tests
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    os.environ.setdefault("NLTK_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "nltk_data"))
+
+from afip_probe.cli import main  # noqa: E402
+from afip_probe.models import tiny  # noqa: E402
+
+
+def make_files(root: Path) -> dict[str, str]:
+    """A saved tiny LLaVA, a text-only model, images and broken files under `root`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model, processor = tiny.tiny_llava(layers=2, heads=2, hidden=32, seed=0)
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                 vocab_size=64)).save_pretrained(root / "textonly")
+    (root / "images").mkdir()
+    tiny.random_images(1, seed=0)[0].save(root / "images" / "COCO_val2014_000000000001.png")
+    (root / "empty").mkdir()
+    (root / "notes.csv").write_text("a,b\n")
+    (root / "bad.json").write_text("{not json")
+    (root / "bad.jsonl").write_text("garbage\n{also bad\n")
+    (root / "unknown.jsonl").write_text(json.dumps({"image_id": 999999999, "caption": "a dog"}) + "\n")
+    (root / "q.jsonl").write_text(json.dumps({"question_id": 1, "image": "x.png", "text": "Is there a dog?",
+                                              "label": "yes"}) + "\n")
+    (root / "notastore").mkdir()
+    (root / "notastore" / "file.txt").write_text("x")
+    names = ("model", "textonly", "images", "empty", "notes.csv", "bad.json", "bad.jsonl", "unknown.jsonl", "q.jsonl",
+             "notastore")
+    return {k.replace(".", "_"): str(root / k) for k in names} | {"root": str(root)}
+
+
+# (what is wrong, argv with {placeholders}, words the message must contain)
+CASES = [
+    ("trace: --images path does not exist", "trace --model {model} --images {root}/nope --out {root}/o1", "no such file"),
+    ("trace: --images folder has no images", "trace --model {model} --images {empty} --out {root}/o2", "no image files"),
+    ("trace: --images names a non-image file", "trace --model {model} --images {notes_csv} --out {root}/o3", "not an image file"),
+    ("trace: model path does not exist", "trace --model {root}/nomodel --images {images} --out {root}/o4", "cannot load a model"),
+    ("trace: model without image tokens", "trace --model {textonly} --images {images} --out {root}/o5", "not a vision-language model"),
+    ("trace: --max-new-tokens 0", "trace --model {model} --images {images} --out {root}/o6 --max-new-tokens 0", "at least 1"),
+    ("trace: --out is a folder that is not a store", "trace --model {model} --images {images} --out {notastore}", "not an empty folder"),
+    ("trace: bad --shard", "trace --model {model} --images {images} --out {root}/o7 --shard 2/2", "0 <= i < N"),
+    ("chair: caption file missing", "chair {root}/nope.jsonl", "no such caption file"),
+    ("chair: malformed JSON", "chair {bad_json}", "not valid JSON"),
+    ("chair: malformed JSONL (no usable line)", "chair {bad_jsonl}", "no usable captions"),
+    ("chair: unknown image ids only", "chair {unknown_jsonl}", "has ground truth"),
+    ("chair: --annotations folder without instances", "chair {unknown_jsonl} --annotations {empty}", "no instances_"),
+    ("pope: question file missing", "pope {root}/nope.json {q_jsonl}", "not found"),
+    ("pope: malformed question file", "pope {bad_json} {q_jsonl}", "no usable questions"),
+    ("pope: malformed answers file", "pope {q_jsonl} {bad_jsonl}", "no usable answers"),
+    ("pope-questions: malformed instances JSON", "pope-questions {bad_json} -o {root}/q.out", "not valid JSON"),
+    ("compare: --images path does not exist", "compare --model {model} --images {root}/nope --out {root}/c1 --correct afip", "no such file"),
+    ("compare: unknown corrector", "compare --model {model} --images {images} --out {root}/c2 --correct bogus", "unknown corrector"),
+    ("compare: bad corrector parameter", "compare --model {model} --images {images} --out {root}/c3 --correct afip:alpha=x", "is not a float"),
+    ("chair-eval: model without image tokens", "chair-eval --model {textonly} --images {images} --out {root}/e1.jsonl", "not a vision-language model"),
+    ("chair-eval: --images folder has no images", "chair-eval --model {model} --images {empty} --out {root}/e2.jsonl", "no image files"),
+    ("pope-eval: question file missing", "pope-eval --model {model} --images {images} --questions {root}/nope.jsonl --out {root}/e3.jsonl", "not found"),
+    ("pope-eval: questions name images that are missing", "pope-eval --model {model} --images {images} --questions {q_jsonl} --out {root}/e4.jsonl", "cannot be read"),
+    ("verify: not a trace store", "verify {notastore}", "not a trace store"),
+    ("merge: a shard is not a trace store", "merge {root}/m1 {notastore}", "not a trace store"),
+    ("organism scenes: --n 0", "organism scenes --n 0 --out {root}/sc", "at least 1"),
+    ("demo: --n 0", "demo --n 0 --out {root}/d", "at least 1"),
+]
+
+
+def run_case(argv: str, files: dict[str, str]) -> tuple[int, str, str]:
+    args = argv.format(**files).split() + (["--no-progress"] if argv.split()[0] in
+                                           ("trace", "compare", "chair-eval", "pope-eval", "demo") else [])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(args)
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return make_files(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.mark.parametrize("what,argv,expect", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2(files, what, argv, expect):
+    rc, _out, err = run_case(argv, files)
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("[transformers]")
+             and "Loading weights" not in ln]
+    assert rc == 2, (what, err)
+    assert "Traceback" not in err
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("afip-probe ") and ": error: " in lines[0]
+    assert expect in lines[0], lines[0]
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        f = make_files(Path(tmp))
+        print("| bad input | command | what the user sees (exit code 2) |\n|---|---|---|")
+        for what, argv, _ in CASES:
+            rc, _o, err = run_case(argv, f)
+            line = next(ln for ln in err.splitlines() if ": error: " in ln).replace(tmp, "…").replace("`", "'")
+            shown = argv.split()[0] if not argv.startswith("organism") else "organism scenes"
+            print(f"| {what.split(': ', 1)[1]} | `{shown}` | `{line}` (rc {rc}) |")

@@ -1,0 +1,171 @@
+"""Sharded runs + merge, repeated kills + resume, verify, batching equals batch size 1 (issue: scale)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import afip_probe.store as st
+from afip_probe.cli import main
+from afip_probe.errors import StoreError
+from afip_probe.models import tiny
+from afip_probe.store.merge import merge
+from afip_probe.store.verify import verify
+
+N_IMAGES = 10
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale")
+    model, processor = tiny.tiny_llava(layers=2, heads=4, kv_heads=2, hidden=64, seed=2)
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    (root / "images").mkdir()
+    sizes = [(40 + 4 * i, 36 + 2 * i) for i in range(N_IMAGES)]
+    for i, img in enumerate(tiny.random_images(N_IMAGES, seed=9, sizes=sizes)):
+        img.save(root / "images" / f"COCO_val2014_{i + 1:012d}.png")
+    return root
+
+
+def _cmd(root, out, *extra):
+    return [sys.executable, "-m", "afip_probe", "trace", "--model", str(root / "model"), "--images",
+            str(root / "images"), "--out", str(out), "--max-new-tokens", "12", "--record", "maps",
+            "--no-progress", "--device", "cpu", *map(str, extra)]
+
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+
+def _same_store(a, b):
+    """Same samples, tokens and arrays (ids exact, floats to 1e-5)."""
+    sa, sb = st.open(a), st.open(b)
+    ra = sa.samples().sort_values("sample_id").reset_index(drop=True)
+    rb = sb.samples().sort_values("sample_id").reset_index(drop=True)
+    assert list(ra.sample_id) == list(rb.sample_id) and (ra.status == "ok").all()
+    for col in ("output_text", "num_tokens", "image_id", "grid_rows", "grid_cols"):
+        assert list(ra[col]) == list(rb[col]), col
+    assert [list(x) for x in ra.generated_ids] == [list(x) for x in rb.generated_ids]
+    ta, tb = sa.tokens(), sb.tokens()
+    pd.testing.assert_frame_equal(ta[["sample_id", "step", "token_id", "token_text"]],
+                                  tb[["sample_id", "step", "token_id", "token_text"]])
+    np.testing.assert_allclose(ta.var_mean, tb.var_mean, atol=1e-5)
+    for sid in ra.sample_id:
+        xa, xb = sa.arrays(sid), sb.arrays(sid)
+        assert set(xa) == set(xb)
+        for k in xa:
+            np.testing.assert_allclose(np.asarray(xa[k], np.float32), np.asarray(xb[k], np.float32),
+                                       atol=1e-3 if k == "maps" else 1e-5, err_msg=f"{sid} {k}")
+
+
+def test_two_shard_processes_merge_to_the_single_run(saved, tmp_path):
+    single = tmp_path / "single"
+    assert subprocess.run(_cmd(saved, single, "--batch-size", 1), env=ENV, capture_output=True).returncode == 0
+    procs = [subprocess.Popen(_cmd(saved, tmp_path / f"s{i}", "--shard", f"{i}/2"), env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]  # default batch 8
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-1000:]
+    assert len(st.open(tmp_path / "s0").samples()) == 5 and st.open(tmp_path / "s1").settings["shard"] == "1/2"
+    assert main(["merge", str(tmp_path / "merged"), str(tmp_path / "s0"), str(tmp_path / "s1")]) == 0
+    _same_store(tmp_path / "merged", single)  # also: batched (8, left-padded) == batch size 1
+    assert verify(tmp_path / "merged").ok
+    assert "shard" not in st.open(tmp_path / "merged").settings
+
+
+def test_shard_auto_from_environment(saved, tmp_path):
+    env = dict(ENV, RANK="1", WORLD_SIZE="3", LOCAL_RANK="1")
+    res = subprocess.run(_cmd(saved, tmp_path / "run", "--shard", "auto"), env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-1000:]
+    store = st.open(tmp_path / "run.shard1of3")
+    assert sorted(store.samples().image_id) == [2, 5, 8]
+
+
+def test_merge_refuses_mixed_or_overlapping_shards(saved, tmp_path, capsys):
+    for i, extra in enumerate([("--shard", "0/2"), ("--shard", "0/2"), ("--shard", "1/2", "--record", "stats")]):
+        assert main(_cmd(saved, tmp_path / f"s{i}", *extra)[3:]) == 0
+    assert main(["merge", str(tmp_path / "m1"), str(tmp_path / "s0"), str(tmp_path / "s1")]) == 2
+    assert "in both" in capsys.readouterr().err
+    assert main(["merge", str(tmp_path / "m2"), str(tmp_path / "s0"), str(tmp_path / "s2")]) == 2
+    assert "other settings" in capsys.readouterr().err
+    with pytest.raises(StoreError):
+        merge(tmp_path / "m3", [])
+    assert main(["trace", *_cmd(saved, tmp_path / "x", "--shard", "3/2")[4:]]) == 2
+    assert "0 <= i < N" in capsys.readouterr().err
+
+
+def test_verify_finds_truncated_files_and_fix_lets_resume_redo_them(saved, tmp_path, capsys):
+    out = tmp_path / "store"
+    assert main(_cmd(saved, out)[3:]) == 0
+    assert main(["verify", str(out)]) == 0
+    ids = sorted(st.open(out).samples().sample_id)
+    tensors = out / "tensors" / f"{ids[1]}.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[: tensors.stat().st_size // 2])
+    tokens = out / "tokens" / f"{ids[3]}.parquet"
+    tokens.write_bytes(tokens.read_bytes()[:100])
+    report = verify(out)
+    assert sorted(sid for sid, _ in report.problems) == [ids[1], ids[3]]
+    assert main(["verify", str(out)]) == 1
+    err = capsys.readouterr().out
+    assert ids[1] in err and "truncated" in err
+    with pytest.raises(StoreError, match="damaged or truncated"):
+        st.open(out).arrays(ids[1])
+    assert main(["verify", str(out), "--fix"]) == 1
+    assert main(_cmd(saved, out, "--resume")[3:]) == 0
+    assert verify(out).ok and len(st.open(out).samples("ok")) == N_IMAGES
+
+
+@pytest.mark.slow
+def test_killed_repeatedly_at_random_points_then_resumed(saved, tmp_path):
+    """SIGKILL a tracing subprocess at random points three times; each resume keeps finished work."""
+    rng = random.Random(1234)
+    out, clean = tmp_path / "store", tmp_path / "clean"
+    assert subprocess.run(_cmd(saved, clean, "--batch-size", 2), env=ENV).returncode == 0
+    kills = 0
+    for attempt in range(3):
+        cmd = _cmd(saved, out, "--batch-size", 2) + (["--resume"] if out.exists() else [])
+        before = len(list((out / "samples").glob("*.parquet"))) if out.exists() else 0
+        target = before + rng.randint(1, 2)
+        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            done = len(list((out / "samples").glob("*.parquet"))) if (out / "samples").exists() else 0
+            if done >= target:
+                time.sleep(rng.uniform(0.0, 0.3))  # land somewhere inside the next batch
+                break
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        store = st.open(out)
+        assert len(store.samples()) >= before  # nothing finished is lost
+        assert len(store.tokens()) == store.samples().num_tokens.sum()
+    assert kills >= 2
+    res = subprocess.run(_cmd(saved, out, "--batch-size", 2, "--resume"), env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-1000:]
+    report = verify(out)
+    assert report.ok and report.samples_ok == N_IMAGES and report.leftovers == []
+    _same_store(out, clean)
+
+
+def test_torchrun_two_processes_shard_auto_then_merge(saved, tmp_path):
+    """The launcher path (torchrun; accelerate launch sets the same RANK/WORLD_SIZE variables)."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = [torchrun, "--nproc_per_node", "2", "-m", "afip_probe.cli"] + _cmd(saved, tmp_path / "run", "--shard", "auto")[3:]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    shards = [tmp_path / "run.shard0of2", tmp_path / "run.shard1of2"]
+    assert main(["merge", str(tmp_path / "merged"), *map(str, shards)]) == 0
+    single = tmp_path / "single"
+    assert main(_cmd(saved, single, "--batch-size", 1)[3:]) == 0
+    _same_store(tmp_path / "merged", single)
