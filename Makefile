@@ -30,6 +30,7 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/store_size.py
+	$(PY) benchmarks/generation_cost.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

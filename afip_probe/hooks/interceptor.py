@@ -33,7 +33,7 @@ import torch
 from ..errors import AfipError
 from ..models import ModelAdapter, adapter_for
 from .recorder import RecordConfig, Recorder
-from .rowstats import ImageIndex, RunMasks
+from .rowstats import ImageIndex, RunMasks, apply_row_mask, row_scores
 
 IMPLEMENTATION = "afip_probe"
 
@@ -71,23 +71,7 @@ def last_row_scores(
     query [B, H, q, d], key [B, H_kv, kv, d], attention_mask None / bool (True = attend) / additive
     float [B, 1|H, q, kv]. Returns scores [B, H, kv] (float32, -inf where masked) and allowed [B, kv].
     """
-    b, h, _, d = query.shape
-    h_kv, kv = key.shape[1], key.shape[2]
-    scale = scaling if scaling is not None else d**-0.5
-    q_last = query[:, :, -1, :].float().reshape(b, h_kv, h // h_kv, d)  # [B, H_kv, rep, d]
-    scores = torch.matmul(q_last, key.float().transpose(-1, -2)).reshape(b, h, kv) * scale  # [B, H, kv]
-    if attention_mask is None:
-        allowed = torch.ones(b, kv, dtype=torch.bool, device=scores.device)
-        return scores, allowed
-    row = attention_mask[:, :, -1, :kv]  # [B, 1|H, kv]
-    if row.dtype == torch.bool:
-        allowed = row[:, 0, :]
-        scores = scores.masked_fill(~row, float("-inf"))
-    else:
-        scores = scores + row.float()
-        allowed = torch.isfinite(row[:, 0, :]) & (row[:, 0, :] > torch.finfo(row.dtype).min / 2)
-        scores = scores.masked_fill(~allowed[:, None, :], float("-inf"))
-    return scores, allowed
+    return apply_row_mask(row_scores(query, key, scaling), attention_mask)
 
 
 class _Session:
@@ -107,6 +91,10 @@ class _Session:
                   attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
         output, weights = _sdpa(module, query, key, value, attention_mask, **kwargs)
         if not self.in_generate:
+            return output, weights
+        if not self.modifiers:
+            if self.recorder is not None:  # masked and summarised for all layers at once, per step
+                self.recorder.on_raw_scores(layer, row_scores(query, key, kwargs.get("scaling")), attention_mask)
             return output, weights
         scores, allowed = last_row_scores(query, key, attention_mask, kwargs.get("scaling"))
         if self.recorder is not None:

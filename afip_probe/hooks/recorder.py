@@ -24,7 +24,7 @@ import torch
 
 from ..errors import AfipError
 from ..models.base import ImageLayout
-from .rowstats import HEAD_FIELDS, LAYER_FIELDS, RunMasks, row_stats
+from .rowstats import HEAD_FIELDS, LAYER_FIELDS, RowStats, RunMasks, apply_row_mask, row_stats
 
 LEVELS = ("stats", "maps", "full")
 
@@ -103,6 +103,9 @@ class _Run:
         self.entropy: list[torch.Tensor] = []  # steps x [B]
         self.logprob: list[torch.Tensor] = []  # steps x [B]
         self.pending_logp: torch.Tensor | None = None  # [B, V] of the last step
+        # rows of the current step, summarised for all layers at once by `Recorder._flush`:
+        # (kind, layer, scores [B, H, kv], allowed [B, kv] or the attention mask for kind "raw")
+        self.pending: list[tuple[str, int, torch.Tensor, Any]] = []
 
 
 class Recorder:
@@ -130,6 +133,7 @@ class Recorder:
 
     def begin_step(self, input_ids: torch.Tensor | None) -> None:
         """Called at the start of each forward pass; resolves the previous step's chosen-token logprob."""
+        self._flush()
         run = self._run
         if run is None:
             return
@@ -141,6 +145,7 @@ class Recorder:
 
     def on_logits(self, logits: torch.Tensor) -> None:
         """Raw logits of the step ([B, q, V]); keeps Eq. 4 entropy and the log-softmax for logprob."""
+        self._flush()
         run = self._run
         if run is None:
             return
@@ -149,22 +154,51 @@ class Recorder:
         run.pending_logp = logp
 
     def on_scores(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor) -> None:
-        """Last-row pre-softmax scores [B, H, kv] of `layer` and the keys the mask allows [B, kv]."""
-        self._add(layer, scores, allowed, corrected=False)
+        """Last-row pre-softmax scores [B, H, kv] of `layer` (masked) and the keys the mask allows [B, kv]."""
+        if self._run is not None:
+            self._run.pending.append(("scores", layer, scores, allowed))
+
+    def on_raw_scores(self, layer: int, scores: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        """Unmasked last-row scores [B, H, kv] and the layer's attention mask; masked in the per-step batch."""
+        if self._run is not None:
+            self._run.pending.append(("raw", layer, scores, attention_mask))
 
     def on_corrected(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor) -> None:
         """The same row after score modifiers; kept as ``extra["corrected/..."]`` next to the raw row."""
-        self._add(layer, scores, allowed, corrected=True)
+        if self._run is not None:
+            self._run.pending.append(("corrected", layer, scores, allowed))
 
-    def _add(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor, corrected: bool) -> None:
+    def _flush(self) -> None:
+        """Summarise the step's pending rows: one `row_stats` call per kind (and mask) for all layers."""
         run = self._run
-        if run is None:
+        if run is None or not run.pending:
             return
-        st = row_stats(scores, run.masks.keys(scores.shape[-1]), allowed, run.masks.index)
-        (run.corrected if corrected else run.raw).add(layer, st, self.config, keep_scores=not corrected)
+        groups: dict[tuple[str, int], list[tuple[int, torch.Tensor, Any]]] = {}
+        for kind, layer, scores, extra in run.pending:
+            key = (kind, id(extra) if kind == "raw" else 0)
+            groups.setdefault(key, []).append((layer, scores, extra))
+        run.pending = []
+        for (kind, _), items in groups.items():
+            layers = [layer for layer, _, _ in items]
+            stacked = torch.stack([sc for _, sc, _ in items])  # [L', B, H, kv]
+            n, b, h, kv = stacked.shape
+            if kind == "raw":
+                stacked, allowed = apply_row_mask(stacked, items[0][2])
+                allowed = allowed.repeat(n, 1)  # [L' B, kv]
+            else:
+                allowed = torch.cat([a for _, _, a in items])  # [L' B, kv]
+            st = row_stats(stacked.reshape(n * b, h, kv), run.masks.keys(kv).repeat(n, 1), allowed,
+                           run.masks.stacked_index(n))
+            rows = run.corrected if kind == "corrected" else run.raw
+            head, lay = st.head.view(n, b, *st.head.shape[1:]), st.layer.view(n, b, -1)
+            probs, img = st.img_probs.view(n, b, h, -1), st.img_scores.view(n, b, h, -1)
+            for i, layer in enumerate(layers):
+                rows.add(layer, RowStats(head=head[i], layer=lay[i], img_probs=probs[i], img_scores=img[i]),
+                         self.config, keep_scores=kind != "corrected")
 
     def finish_run(self, sequences: torch.Tensor, eos_token_ids: list[int]) -> list[SampleTrace]:
         """Split the run's buffers into one `SampleTrace` per sample and append them to `traces`."""
+        self._flush()
         run = self._run
         self._run = None
         if run is None:

@@ -59,11 +59,37 @@ class ImageIndex:
     valid: torch.Tensor  # [B, n_max] bool
     count: torch.Tensor  # [B] float, number of image keys
 
+    def repeat(self, n: int) -> "ImageIndex":
+        """The index of a batch stacked n times (layer-major), for statistics of n layers at once."""
+        return ImageIndex(self.index.repeat(n, 1), self.valid.repeat(n, 1), self.count.repeat(n))
+
 
 def image_keys(is_image_prompt: torch.Tensor, kv: int) -> torch.Tensor:
     """[B, kv] image-key mask from the prompt's [B, P] mask (generated keys are never image keys)."""
     p = is_image_prompt.shape[1]
     return is_image_prompt[:, :kv] if kv <= p else torch.nn.functional.pad(is_image_prompt, (0, kv - p))
+
+
+def row_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None) -> torch.Tensor:
+    """Unmasked pre-softmax scores of the last query row, [B, H, kv] float32 (GQA keys shared, not copied)."""
+    b, h, _, d = query.shape
+    h_kv, kv = key.shape[1], key.shape[2]
+    scale = scaling if scaling is not None else d**-0.5
+    q_last = query[:, :, -1, :].float().reshape(b, h_kv, h // h_kv, d)  # [B, H_kv, rep, d]
+    return torch.matmul(q_last, key.float().transpose(-1, -2)).reshape(b, h, kv) * scale  # [B, H, kv]
+
+
+def apply_row_mask(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask last-row scores [..., B, H, kv] with the last row of `attention_mask` (None / bool / additive
+    [B, 1|H, q, kv]); returns (scores with -inf where masked, allowed [B, kv])."""
+    b, kv = scores.shape[-3], scores.shape[-1]
+    if attention_mask is None:
+        return scores, torch.ones(b, kv, dtype=torch.bool, device=scores.device)
+    row = attention_mask[:, :, -1, :kv]  # [B, 1|H, kv]
+    if row.dtype == torch.bool:
+        return scores.masked_fill(~row, float("-inf")), row[:, 0, :]
+    allowed = torch.isfinite(row[:, 0, :]) & (row[:, 0, :] > torch.finfo(row.dtype).min / 2)
+    return (scores + row.float()).masked_fill(~allowed[:, None, :], float("-inf")), allowed
 
 
 class RunMasks:
@@ -77,11 +103,18 @@ class RunMasks:
         self.prompt = is_image_prompt  # [B, P]
         self.index: ImageIndex = image_index(is_image_prompt)
         self._cache: tuple[int, torch.Tensor] | None = None
+        self._stacked: dict[int, ImageIndex] = {}
 
     def keys(self, kv: int) -> torch.Tensor:
         if self._cache is None or self._cache[0] != kv:
             self._cache = (kv, image_keys(self.prompt, kv))
         return self._cache[1]
+
+    def stacked_index(self, n: int) -> ImageIndex:
+        """`index` for n layers stacked layer-major (cached)."""
+        if n not in self._stacked:
+            self._stacked[n] = self.index.repeat(n)
+        return self._stacked[n]
 
 
 def image_index(is_image: torch.Tensor) -> ImageIndex:
@@ -112,15 +145,12 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     is_image [B, kv] bool, image keys
     allowed  [B, kv] bool, keys the attention mask lets the query see
     """
-    s = scores.float()
+    s = scores.float().masked_fill(~allowed[:, None, :], float("-inf"))  # [B, H, kv]
     neg_inf = torch.tensor(float("-inf"), device=s.device)
-    s = torch.where(allowed[:, None, :], s, neg_inf)  # [B, H, kv]
     lse = torch.logsumexp(s, dim=-1)  # [B, H]
-    probs = torch.exp(s - lse[..., None])  # [B, H, kv]
 
     text = allowed & ~is_image
     text[:, -1] = False  # the query's own key
-    img_m = is_image[:, None, :]
     txt_m = text[:, None, :]
     n_txt = text.sum(-1).clamp(min=1).to(torch.float32)[:, None]  # [B, 1]
     n_img = img.count.clamp(min=1)[:, None]
@@ -128,20 +158,24 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     gather = img.index[:, None, :].expand(-1, s.shape[1], -1)  # [B, H, n]
     valid = img.valid[:, None, :]
     img_scores = torch.where(valid, torch.gather(s, -1, gather), 0.0)  # [B, H, n]
-    img_probs = torch.where(valid, torch.gather(probs, -1, gather), 0.0)  # [B, H, n]
+    img_probs = torch.where(valid, torch.exp(img_scores - lse[..., None]), 0.0)  # [B, H, n]
 
     var = img_probs.sum(-1)  # [B, H]
     v_max = torch.where(valid, img_scores, neg_inf).amax(-1)
-    t_max = torch.where(txt_m, s, neg_inf).amax(-1)
+    s_txt = s.masked_fill(~txt_m, float("-inf"))  # [B, H, kv], text keys only
+    t_max = s_txt.amax(-1)
     img_mean = img_scores.sum(-1) / n_img
     txt_mean = torch.where(txt_m, s, 0.0).sum(-1) / n_txt
-    txt_prob = torch.where(txt_m, probs, 0.0).sum(-1) / n_txt
+    txt_prob = torch.exp(torch.logsumexp(s_txt, dim=-1) - lse) / n_txt  # mean text attention
 
-    p = img_probs / var.clamp(min=torch.finfo(torch.float32).tiny)[..., None]  # [B, H, n]
-    xlogx = torch.special.xlogy(p, p)
+    tiny = torch.finfo(torch.float32).tiny
+    p = img_probs / var.clamp(min=tiny)[..., None]  # [B, H, n]
+    # log P_i = B_i - lse - log VAR, with no log of the [B, H, n] probabilities (0 at padded slots)
+    log_p = img_scores - (lse + torch.log(var.clamp(min=tiny)))[..., None]
+    xlogx = p * log_p
     img_entropy = -xlogx.sum(-1)
     p_bar = p.mean(1, keepdim=True)  # [B, 1, n]
-    kl = (xlogx - torch.special.xlogy(p, p_bar)).sum(-1)  # [B, H]
+    kl = (xlogx - p * torch.log(p_bar.clamp(min=tiny))).sum(-1)  # [B, H]
 
     a_bar = img_probs.mean(1)  # [B, n]
     ent = -(a_bar * torch.log(a_bar + EPS)).sum(-1)

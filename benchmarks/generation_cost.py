@@ -1,0 +1,190 @@
+"""What tracing and correcting cost, against plain SDPA and eager ``output_attentions`` generation.
+
+In ONE process, with interleaved repetitions (the variants' order is shuffled every round), this
+times one greedy ``generate()`` of exactly N new tokens (``min_new_tokens = max_new_tokens``) for:
+
+    plain   SDPA, no afip-probe
+    stats / maps / full   traced at that record level
+    eager   eager attention with output_attentions=True, return_dict_in_generate=True
+    afip / pai / hgai     a corrector on (no recording)
+
+and records each call's peak memory above the process's level before the call (RSS sampled every
+2 ms on CPU; ``torch.cuda.max_memory_allocated`` on CUDA). It prints medians and ratios to plain
+and writes the table as JSON.
+
+Models: ``organism`` (the bundled checkpoint) and ``wide`` (random weights with LLaVA-1.5-7B's
+attention shape scaled in width only: 32 layers, 32 heads, 576 image tokens, head dim 8).
+
+    python benchmarks/generation_cost.py --models wide organism --tokens 64 256 512 --reps 3
+    python benchmarks/generation_cost.py --models llava-hf/llava-1.5-7b-hf --device cuda --dtype float16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import afip_probe  # noqa: E402
+from afip_probe.correct import AFIP, HGAI, PAI  # noqa: E402
+from afip_probe.models import LoadedModel, adapter_for, load, tiny  # noqa: E402
+
+VARIANTS = ["plain", "stats", "maps", "full", "eager", "afip", "pai", "hgai"]
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def wide_model() -> LoadedModel:
+    """Random weights, LLaVA-1.5-7B attention shape (32 x 32 heads, 576 image tokens), head dim 8."""
+    model, processor = tiny.tiny_llava(layers=32, heads=32, hidden=256, intermediate=512, image_size=336,
+                                       patch_size=14, vision_layers=1, vision_hidden=32, seed=0)
+    return LoadedModel(model, processor, adapter_for(model, processor), "wide-random (32L x 32H, 576 img tok)")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class PeakMemory:
+    """Peak memory of a block above the level at its start (CPU: sampled RSS; CUDA: allocator peak)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak = 0
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return self
+        self.base = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss() - self.base)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss() - self.base)
+
+
+def runner(m: LoadedModel, variant: str, inputs: dict[str, Any], n: int) -> Callable[[], Any]:
+    kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    model = m.model
+
+    def go() -> Any:
+        if variant == "plain":
+            return model.generate(**inputs, **kwargs)
+        if variant in ("stats", "maps", "full"):
+            with afip_probe.trace(model, m.processor, level=variant, adapter=m.adapter) as rec:
+                model.generate(**inputs, **kwargs)
+            return rec.traces
+        if variant == "eager":
+            key = m.adapter.text_config_key
+            model.set_attn_implementation({key: "eager"} if key else "eager")
+            try:
+                return model.generate(**inputs, **kwargs, output_attentions=True, return_dict_in_generate=True)
+            finally:
+                model.set_attn_implementation({key: "sdpa"} if key else "sdpa")
+        corrector = {"afip": AFIP(), "pai": PAI(), "hgai": HGAI()}[variant]
+        with afip_probe.correct(model, corrector, processor=m.processor):
+            return model.generate(**inputs, **kwargs)
+
+    return go
+
+
+def bench_model(m: LoadedModel, tokens: list[int], reps: int, variants: list[str], seed: int) -> list[dict[str, Any]]:
+    from afip_probe.organism import scenes as sc
+
+    dev = next(m.model.parameters()).device
+    image = sc.make_scene(0, "val", 0).image
+    inputs = m.adapter.build_inputs([image], "Please describe this image in detail.", device=dev)
+    rows = []
+    rng = random.Random(seed)
+    for n in tokens:
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        mems: dict[str, list[int]] = {v: [] for v in variants}
+        runner(m, "plain", inputs, min(n, 8))()  # warm-up
+        for _ in range(reps):
+            order = list(variants)
+            rng.shuffle(order)
+            for v in order:
+                fn = runner(m, v, inputs, n)
+                with torch.inference_mode(), PeakMemory(dev) as mem:
+                    start = time.perf_counter()
+                    out = fn()
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
+                    times[v].append(time.perf_counter() - start)
+                del out
+                mems[v].append(mem.peak)
+        base = statistics.median(times["plain"])
+        base_mem = statistics.median(mems["plain"])
+        for v in variants:
+            med = statistics.median(times[v])
+            rows.append({"model": m.name, "new_tokens": n, "variant": v, "median_s": round(med, 4),
+                         "ratio_to_plain": round(med / base, 3), "times_s": [round(t, 4) for t in times[v]],
+                         "peak_mem_mb": round(statistics.median(mems[v]) / 2**20, 1),
+                         "extra_mem_mb_vs_plain": round((statistics.median(mems[v]) - base_mem) / 2**20, 1)})
+            print(f"{m.name[:38]:<38} {n:>4} {v:<6} {med:8.3f} s  x{med / base:5.2f}  "
+                  f"peak +{statistics.median(mems[v]) / 2**20:8.1f} MB", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["wide", "organism"])
+    p.add_argument("--tokens", nargs="+", type=int, default=[64, 256, 512])
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--out", default="benchmarks/results/generation_cost.json")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.models:
+        m = wide_model() if name == "wide" else load(name, device=args.device, dtype=args.dtype)
+        if name == "wide":
+            m.model.to(args.device)
+        rows += bench_model(m, args.tokens, args.reps, args.variants, args.seed)
+        del m
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+               "device": args.device, "cuda": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"machine": machine, "reps": args.reps, "rows": rows}, indent=1) + "\n")
+    print(f"table: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
