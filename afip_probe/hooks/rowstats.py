@@ -75,8 +75,8 @@ def row_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None) ->
     b, h, _, d = query.shape
     h_kv, kv = key.shape[1], key.shape[2]
     scale = scaling if scaling is not None else d**-0.5
-    q_last = query[:, :, -1, :].float().reshape(b, h_kv, h // h_kv, d)  # [B, H_kv, rep, d]
-    return torch.matmul(q_last, key.float().transpose(-1, -2)).reshape(b, h, kv) * scale  # [B, H, kv]
+    q_last = (query[:, :, -1, :].float() * scale).reshape(b, h_kv, h // h_kv, d)  # [B, H_kv, rep, d]
+    return torch.matmul(q_last, key.float().transpose(-1, -2)).reshape(b, h, kv)  # [B, H, kv]
 
 
 def apply_row_mask(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,11 +141,11 @@ class RowStats:
 def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tensor, img: ImageIndex) -> RowStats:
     """Statistics of one layer's last-row scores.
 
-    scores   [B, H, kv] pre-softmax scores B = q·Kᵀ·scaling + additive mask (any float dtype)
+    scores   [B, H, kv] pre-softmax scores B = q·Kᵀ·scaling + mask, -inf where masked (any float dtype)
     is_image [B, kv] bool, image keys
     allowed  [B, kv] bool, keys the attention mask lets the query see
     """
-    s = scores.float().masked_fill(~allowed[:, None, :], float("-inf"))  # [B, H, kv]
+    s = scores.float()  # [B, H, kv], -inf where masked
     neg_inf = torch.tensor(float("-inf"), device=s.device)
     lse = torch.logsumexp(s, dim=-1)  # [B, H]
 
@@ -166,7 +166,9 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     t_max = s_txt.amax(-1)
     img_mean = img_scores.sum(-1) / n_img
     txt_mean = torch.where(txt_m, s, 0.0).sum(-1) / n_txt
-    txt_prob = torch.exp(torch.logsumexp(s_txt, dim=-1) - lse) / n_txt  # mean text attention
+    # mean text attention: everything that is neither image nor the query's own key (masked keys are 0)
+    p_self = torch.exp(s[..., -1] - lse)
+    txt_prob = (1.0 - var - p_self).clamp(min=0.0) / n_txt
 
     tiny = torch.finfo(torch.float32).tiny
     p = img_probs / var.clamp(min=tiny)[..., None]  # [B, H, n]
