@@ -221,7 +221,9 @@ def compare(
     conds = conditions_for(specs, history_ablation)
     loaded = load(str(model), device=device) if not hasattr(model, "adapter") else model
     if images is None:
-        if loaded.name.rstrip("/").endswith("checkpoint") or str(model) == "organism":
+        from .organism import checkpoint_dir
+
+        if Path(loaded.name).resolve() == checkpoint_dir():
             from .organism import scenes as sc
 
             root = sc.ensure_split("val", progress=progress)

@@ -35,7 +35,6 @@ from typing import Any, Iterable
 import torch
 
 from ..errors import AfipError
-from ..hooks.rowstats import image_index
 
 NEG_INF = float("-inf")
 
@@ -109,8 +108,7 @@ def correction(scores: torch.Tensor, img: torch.Tensor, valid: torch.Tensor, pas
     b, h, kv = scores.shape
     gate = torch.ones(b, h, dtype=torch.bool, device=scores.device)  # [B, H]
     if cfg.gate:
-        text_ok = allowed & ~is_image  # [B, kv]
-        text_ok = text_ok.clone()
+        text_ok = allowed & ~is_image  # [B, kv], a new tensor
         text_ok[:, -1] = False  # the query's own key
         t_max = scores.masked_fill(~text_ok[:, None, :], NEG_INF).amax(-1)  # [B, H]
         v_max = img.masked_fill(~valid[:, None, :], NEG_INF).amax(-1)  # [B, H]

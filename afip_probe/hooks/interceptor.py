@@ -99,19 +99,18 @@ class _Session:
         scores, allowed = last_row_scores(query, key, attention_mask, kwargs.get("scaling"))
         if self.recorder is not None:
             self.recorder.on_scores(layer, scores, allowed)
-        if self.modifiers:
-            assert self.masks is not None
-            context = RowContext(step=self.step, is_image=self.masks.keys(scores.shape[-1]), allowed=allowed,
-                                 image_index=self.masks.index, num_layers=len(self.layer_of), run=self.run)
-            modified = scores
-            for modifier in self.modifiers:
-                new = modifier.modify(layer, modified, context)
-                modified = modified if new is None else new
-            if self.recorder is not None:
-                self.recorder.on_corrected(layer, modified, allowed)
-            if modified is not scores:
-                output = output.clone()
-                output[:, -1] = _row_output(modified, value).to(output.dtype)
+        assert self.masks is not None
+        context = RowContext(step=self.step, is_image=self.masks.keys(scores.shape[-1]), allowed=allowed,
+                             image_index=self.masks.index, num_layers=len(self.layer_of), run=self.run)
+        modified = scores
+        for modifier in self.modifiers:
+            new = modifier.modify(layer, modified, context)
+            modified = modified if new is None else new
+        if self.recorder is not None:
+            self.recorder.on_corrected(layer, modified, allowed)
+        if modified is not scores:
+            output = output.clone()
+            output[:, -1] = _row_output(modified, value).to(output.dtype)
         return output, weights
 
 
