@@ -62,12 +62,6 @@ def conditions_for(specs: Sequence[str], history_ablation: bool = True) -> list[
     return conds
 
 
-def _chair(annotations: str | Path | None) -> Any:
-    from .metrics.chair import Chair
-
-    return Chair.from_coco(annotations) if annotations else Chair.from_packaged()
-
-
 def bootstrap_mean(values: np.ndarray, seed: int = 0, n_resamples: int = 2000) -> tuple[float, float, float]:
     """(mean, low, high) with a 95 % percentile bootstrap CI of the mean."""
     from scipy import stats
@@ -224,10 +218,10 @@ def compare(
         from .organism import checkpoint_dir
 
         if Path(loaded.name).resolve() == checkpoint_dir():
-            from .organism import scenes as sc
+            from .organism.scenes import heldout_dirs
 
-            root = sc.ensure_split("val", progress=progress)
-            images, annotations = [root / "images" / "val"], annotations or root / "annotations"
+            image_dir, default_annotations = heldout_dirs(progress)
+            images, annotations = [image_dir], annotations or default_annotations
         else:
             raise AfipError("give --images (a COCO-format image folder) for this model")
     items = collect_images(images)
@@ -235,7 +229,9 @@ def compare(
         items = items[:max_images]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    chair = _chair(annotations)
+    from .metrics.chair import Chair
+
+    chair = Chair.load(annotations)
     summary = trace_images(loaded, items, "Please describe this image in detail.", out / "store", level=level,
                            max_new_tokens=max_new_tokens, batch_size=batch_size, resume=resume, conditions=conds,
                            seed=seed, progress=progress)

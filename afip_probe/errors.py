@@ -11,3 +11,9 @@ class UnsupportedModelError(AfipError):
 
 class StoreError(AfipError):
     """A trace store is missing, incompatible or damaged."""
+
+
+def require_positive(value: int, flag: str) -> None:
+    """Raise AfipError unless `value` >= 1 (e.g. ``--max-new-tokens``, ``--n``)."""
+    if value < 1:
+        raise AfipError(f"{flag} must be at least 1, got {value}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .errors import AfipError
+from .errors import AfipError, require_positive
 from .run import ImageItem, collect_images, load_image
 
 
@@ -92,10 +92,8 @@ def generate_jobs(
 
     from .hooks import intercept
 
-    if max_new_tokens < 1:
-        raise AfipError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise AfipError(f"--batch-size must be at least 1, got {batch_size}")
+    require_positive(max_new_tokens, "--max-new-tokens")
+    require_positive(batch_size, "--batch-size")
     loaded = _resolve(model, device, dtype)
     out_path = Path(out) if out is not None else None
     done = _done_keys(out_path) if out_path is not None else set()

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import AfipError
+from .errors import AfipError, require_positive
 from .hooks import trace
 from .hooks.recorder import SampleTrace
 from .store import StoreWriter
@@ -176,10 +176,8 @@ def trace_images(
     from .hooks.recorder import RecordConfig
     from .models import LoadedModel, load
 
-    if max_new_tokens < 1:
-        raise AfipError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise AfipError(f"--batch-size must be at least 1, got {batch_size}")
+    require_positive(max_new_tokens, "--max-new-tokens")
+    require_positive(batch_size, "--batch-size")
     RecordConfig(level)  # validates the level before anything is loaded
     items = images if images and isinstance(images[0], ImageItem) else collect_images(images)  # type: ignore[arg-type]
     if shard is not None:

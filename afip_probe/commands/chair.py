@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.captions)
     if not source.exists():
         raise AfipError(f"{source}: no such caption file or trace store")
-    chair = Chair.from_coco(args.annotations) if args.annotations else Chair.from_packaged()
+    chair = Chair.load(args.annotations)
     store = None
     if source.is_dir():
         from .. import store as st

@@ -75,10 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from ..plots.heatmap import draw_heatmap
     from ..run import load_image, trace_images
 
-    if args.n < 1:
-        from ..errors import AfipError
+    from ..errors import require_positive
 
-        raise AfipError(f"--n must be at least 1, got {args.n}")
+    require_positive(args.n, "--n")
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)

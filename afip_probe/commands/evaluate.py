@@ -43,10 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _organism_default(args: argparse.Namespace) -> tuple[list[str] | None, str | None]:
     if args.images is not None or args.model != "organism":
         return args.images, None
-    from ..organism import scenes as sc
+    from ..organism.scenes import heldout_dirs
 
-    root = sc.ensure_split("val", progress=not args.no_progress)
-    return [str(root / "images" / "val")], str(root / "annotations")
+    image_dir, annotations = heldout_dirs(not args.no_progress)
+    return [str(image_dir)], str(annotations)
 
 
 def _modifiers(specs: list[str]) -> list:
@@ -66,7 +66,7 @@ def run_chair(args: argparse.Namespace) -> int:
         raise AfipError("give --images (a COCO-format image folder)")
     mods = _modifiers(args.correct)
     items = collect_images(images)[: args.max_images]
-    chair = Chair.from_coco(args.annotations or annotations) if (args.annotations or annotations) else Chair.from_packaged()
+    chair = Chair.load(args.annotations or annotations)
     rows = caption_images(args.model, items, args.out, prompt=args.prompt, modifiers=mods,
                           max_new_tokens=args.max_new_tokens or 96, batch_size=args.batch_size,
                           device=args.device, progress=not args.no_progress)

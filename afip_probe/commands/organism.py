@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import require_positive
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("organism", help="the bundled model organism: draw scenes, evaluate, retrain",
@@ -31,17 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=run_train)
 
 
-def _positive(n: int, what: str) -> None:
-    from ..errors import AfipError
-
-    if n < 1:
-        raise AfipError(f"{what} must be at least 1, got {n}")
-
-
 def run_scenes(args: argparse.Namespace) -> int:
     from ..organism import scenes as sc
 
-    _positive(args.n, "--n")
+    require_positive(args.n, "--n")
     root = sc.ensure_split(args.split, n=args.n, seed=args.seed, root=args.out)
     print(f"{args.n} {args.split} scenes: images in {Path(root) / 'images' / args.split}, "
           f"annotations in {Path(root) / 'annotations'}")
@@ -51,7 +46,7 @@ def run_scenes(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from ..organism.evaluate import evaluate_heldout, report_json
 
-    _positive(args.n, "--n")
+    require_positive(args.n, "--n")
     report = evaluate_heldout(args.model, n=args.n, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     print("\n".join(report.lines()))
     if args.json:

@@ -185,6 +185,11 @@ class Chair:
         return cls(packaged_ground_truth())
 
     @classmethod
+    def load(cls, annotation_dir: str | os.PathLike | None = None) -> "Chair":
+        """`from_coco(annotation_dir)` when a folder is given, else the packaged COCO 2014 ground truth."""
+        return cls.from_coco(annotation_dir) if annotation_dir else cls.from_packaged()
+
+    @classmethod
     def from_coco(cls, annotation_dir: str | os.PathLike) -> "Chair":
         """Ground truth as the reference builds it: instance categories, then caption objects, of every
         ``instances_*.json`` / ``captions_*.json`` in `annotation_dir` (COCO 2014 train+val, or any

@@ -540,5 +540,11 @@ def ensure_split(split: str = "val", n: int = HELDOUT_SIZE, seed: int = HELDOUT_
     return root
 
 
+def heldout_dirs(progress: bool = True) -> tuple[Path, Path]:
+    """(image folder, annotation folder) of the held-out scenes, drawn into the cache on first use."""
+    root = ensure_split("val", progress=progress)
+    return root / "images" / "val", root / "annotations"
+
+
 def image_paths(root: str | Path, split: str) -> list[Path]:
     return sorted((Path(root) / "images" / split).glob("*.png"))
