@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import AfipError
+from .metrics.stats import bootstrap_ci
 
 BASELINE = "baseline"
 
@@ -62,19 +63,6 @@ def conditions_for(specs: Sequence[str], history_ablation: bool = True) -> list[
     return conds
 
 
-def bootstrap_mean(values: np.ndarray, seed: int = 0, n_resamples: int = 2000) -> tuple[float, float, float]:
-    """(mean, low, high) with a 95 % percentile bootstrap CI of the mean."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2 or np.all(values == values[0]):
-        m = float(values.mean()) if len(values) else float("nan")
-        return m, m, m
-    ci = stats.bootstrap((values,), np.mean, n_resamples=n_resamples, method="percentile",
-                         random_state=np.random.default_rng(seed)).confidence_interval
-    return float(values.mean()), float(ci.low), float(ci.high)
-
-
 def chair_tables(samples: pd.DataFrame, chair: Any, order: Sequence[str] | None = None
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(overall per condition, per-caption metrics, paired differences against the baseline).
@@ -104,7 +92,7 @@ def chair_tables(samples: pd.DataFrame, chair: Any, order: Sequence[str] | None 
             common = base.index.intersection(other.index)
             for metric in ("CHAIRi", "CHAIRs"):
                 diff = (other.loc[common, metric] - base.loc[common, metric]).to_numpy(dtype=np.float64)
-                mean, lo, hi = bootstrap_mean(diff)
+                mean, lo, hi = bootstrap_ci(diff)
                 p = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
                 rows.append({"condition": cond, "metric": metric, "n": len(common),
                              "mean_diff_pct": round(mean * 100, 2), "ci_low_pct": round(lo * 100, 2),
@@ -164,8 +152,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def attention_figure(store: Any, cond: str, sample: str | None, layers: list[int]) -> tuple[Any, str]:
     """Before/after heatmap for one image: baseline maps vs the condition's corrected maps, same step."""
-    from .plots.heatmap import before_after
-    from .run import load_image
+    from .plots.store_maps import before_after_heatmap
 
     samples = store.samples("ok")
     base, other = _by_image(samples, BASELINE), _by_image(samples, cond)
@@ -175,16 +162,9 @@ def attention_figure(store: Any, cond: str, sample: str | None, layers: list[int
     image = sample if sample is not None else common[0]
     if image not in common:
         raise AfipError(f"--sample {image!r} is not among the compared images (e.g. {common[0]!r})")
-    b, o = base.loc[image], other.loc[image]
-    arr_b, arr_o = store.arrays(b.sample_id), store.arrays(o.sample_id)
-    if "maps" not in arr_b or "corrected/maps" not in arr_o:
-        raise AfipError("attention maps need --record maps (or full)")
-    step = 0
-    before = np.asarray(arr_b["maps"])[step, layers].mean(0)  # [n]
-    after = np.asarray(arr_o["corrected/maps"])[step, layers].mean(0)
-    fam = store.settings.get("family", "llava")
-    fig = before_after(load_image(Path(b.image)), before, after, (int(b.grid_rows), int(b.grid_cols)), fam,
-                       titles=(BASELINE, cond), suptitle=f"{image}: first generated token, layers {layers[0]}–{layers[-1]}")
+    fig = before_after_heatmap(store, base.loc[image].sample_id, other.loc[image].sample_id, 0, layers,
+                               titles=(BASELINE, cond),
+                               suptitle=f"{image}: first generated token, layers {layers[0]}–{layers[-1]}")
     return fig, image
 
 

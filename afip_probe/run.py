@@ -295,6 +295,7 @@ class _Tracer:
                             grid_cols=tr.layout.grid[1],
                             image_width=img.width,
                             image_height=img.height,
+                            grid_region=list(loaded.adapter.image_region(img.width, img.height)),
                         )
                         self.writer.write_sample(row, tr, tokens)
                         summary.ok += 1

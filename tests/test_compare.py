@@ -11,7 +11,8 @@ import torch
 from afip_probe import store as st
 from afip_probe.cli import main
 from afip_probe.errors import AfipError
-from afip_probe.compare import BASELINE, bootstrap_mean, compare, conditions_for
+from afip_probe.compare import BASELINE, compare, conditions_for
+from afip_probe.metrics.stats import bootstrap_ci
 from afip_probe.models import adapter_for, tiny
 from afip_probe.organism import scenes as sc
 from afip_probe.run import load_image
@@ -63,9 +64,9 @@ def test_conditions_and_bootstrap():
     assert [n for n, _ in conditions_for(["afip:gamma=0.3"], history_ablation=False)] == [BASELINE, "afip:gamma=0.3"]
     with pytest.raises(AfipError):
         conditions_for(["afip", "afip:history=off"])  # the ablation would duplicate the second spec
-    mean, lo, hi = bootstrap_mean([0.0, 0.1, 0.2, 0.3, 0.0, 0.1])
+    mean, lo, hi = bootstrap_ci([0.0, 0.1, 0.2, 0.3, 0.0, 0.1])
     assert lo <= mean <= hi and mean == pytest.approx(0.1166666, abs=1e-6)
-    assert bootstrap_mean([0.0, 0.0]) == (0.0, 0.0, 0.0)
+    assert bootstrap_ci([0.0, 0.0]) == (0.0, 0.0, 0.0)
 
 
 def test_chair_eval_and_pope_eval_cli(setup, tmp_path, capsys):

@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "`afip-probe merge`); 'auto' takes i and N from RANK/WORLD_SIZE as set by accelerate launch "
                    "or torchrun and writes OUT.shard<i>of<N>")
     p.add_argument("--resume", action="store_true", help="skip samples the store already holds")
+    p.add_argument("--max-images", type=int, help="trace only the first N images (in sorted order)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="model dtype (default: float16 on GPU, float32 on CPU)")
@@ -60,12 +61,17 @@ def parse_shard(text: str | None, out: str, device: str) -> tuple[tuple[int, int
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..run import trace_images
+    from ..errors import require_positive
+    from ..run import collect_images, trace_images
 
     shard, out, device = parse_shard(args.shard, args.out, args.device)
+    images = args.images
+    if args.max_images is not None:
+        require_positive(args.max_images, "--max-images")
+        images = collect_images(images)[: args.max_images]
     summary = trace_images(
         args.model,
-        args.images,
+        images,
         args.prompt,
         out,
         level=args.record,

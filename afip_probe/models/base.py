@@ -149,6 +149,16 @@ class ModelAdapter:
             out.append(ImageLayout(positions=[p - offset for p in pos], grid=grids[b]))
         return out
 
+    def image_region(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1): the box of an original `width` x `height` image that the patch grid covers,
+        from the processor's resize / pad / crop settings (see `afip_probe.plots.heatmap.processor_region`)."""
+        from ..plots.heatmap import grid_region, processor_region
+
+        image_processor = getattr(self.processor, "image_processor", None)
+        if image_processor is None:
+            return grid_region(self.family, width, height)
+        return processor_region(image_processor.to_dict(), width, height)
+
     # ------------------------------------------------------------------ inputs
     def build_prompt(self, prompt: str) -> str:
         """The prompt as the model's chat template writes it for one image and one user turn."""

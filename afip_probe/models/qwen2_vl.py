@@ -21,6 +21,10 @@ class Qwen2VLAdapter(ModelAdapter):
         merge = int(self.model.config.vision_config.spatial_merge_size)
         return [(int(h) // merge, int(w) // merge) for _, h, w in thw.tolist()]
 
+    def image_region(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """Qwen2-VL resizes the whole image (to multiples of patch x merge): the grid covers all of it."""
+        return 0.0, 0.0, float(width), float(height)
+
 
 class Qwen25VLAdapter(Qwen2VLAdapter):
     family = "qwen2_5_vl"

@@ -1,34 +1,80 @@
-"""Attention over image tokens drawn on the image, where the processor put each patch.
+"""Attention over image tokens drawn on the image, exactly where the processor put each patch.
 
-LLaVA's CLIP processor resizes the shortest edge and centre-crops a square, so the patch grid covers
-the central square of the original image. Qwen2-VL resizes the whole image (to multiples of 28) and
-its merged-patch grid covers the whole image. Image tokens are in row-major grid order in both.
+The patch grid covers a box of the original image that depends on the image processor:
+LLaVA-1.5's CLIP processor resizes the shortest edge and centre-crops (the grid covers a central
+square); `LlavaImageProcessor(do_pad=True)` first pads to a centred square (the grid reaches past the
+image); Qwen2-VL resizes the whole image to multiples of 28 (the merged-patch grid covers all of it).
+`processor_region` computes that box from the processor's config with the processor's own integer
+arithmetic; the tracer stores it per sample (``grid_region``), and the drawing functions map every
+image pixel to the patch that covers it. Image tokens are in row-major grid order in all of these.
 
 Example:
     >>> import numpy as np
     >>> from PIL import Image
-    >>> from afip_probe.plots.heatmap import grid_region, draw_heatmap
     >>> grid_region("llava", 640, 480)
     (80.0, 0.0, 560.0, 480.0)
+    >>> heat = pixel_heat(np.eye(4).ravel(), (4, 4), (0, 0, 64, 48), 64, 48)
+    >>> heat.shape, float(heat[0, 0]), float(heat[0, 63])
+    ((48, 64), 1.0, 0.0)
     >>> fig = draw_heatmap(Image.new("RGB", (64, 48)), np.eye(4).ravel(), (4, 4), "llava")
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-SQUARE_CROP = {"llava"}  # families whose processor centre-crops a square
+SQUARE_CROP = {"llava"}  # families whose processor centre-crops a square (fallback when no region was stored)
+Region = tuple[float, float, float, float]
 
 
-def grid_region(family: str, width: int, height: int) -> tuple[float, float, float, float]:
-    """(x0, y0, x1, y1) in original image pixels covered by the image-token grid."""
+def grid_region(family: str, width: int, height: int) -> Region:
+    """(x0, y0, x1, y1) in original pixels covered by the grid, from the family's usual processor."""
     if family in SQUARE_CROP:
         m = min(width, height)
         x0, y0 = (width - m) / 2, (height - m) / 2
         return float(x0), float(y0), float(x0 + m), float(y0 + m)
     return 0.0, 0.0, float(width), float(height)
+
+
+def processor_region(config: Mapping[str, Any], width: int, height: int) -> Region:
+    """(x0, y0, x1, y1) in original pixels covered by the grid, from an image processor's config dict.
+
+    Follows transformers' arithmetic: centred pad to a square (``do_pad``, pad = (max − side) // 2),
+    shortest-edge resize (long side ``int(S · long / short)``), centre crop (offset (side − crop) // 2).
+    Processors without a crop (Qwen2-VL's smart resize, fixed height/width resizes) cover the whole image.
+
+    >>> processor_region({"size": {"shortest_edge": 336}, "do_center_crop": True,
+    ...                   "crop_size": {"height": 336, "width": 336}}, 640, 480)
+    (80.0, 0.0, 560.0, 480.0)
+    >>> processor_region({"do_pad": True, "size": {"shortest_edge": 336}}, 640, 480)
+    (0.0, -80.0, 640.0, 560.0)
+    """
+    x0, y0, w, h = 0.0, 0.0, int(width), int(height)
+    if config.get("do_pad") and "min_pixels" not in config:
+        m = max(w, h)
+        x0, y0 = -float((m - w) // 2), -float((m - h) // 2)
+        w = h = m
+    size = config.get("size") or {}
+    if config.get("do_resize", True) and size.get("shortest_edge") and "min_pixels" not in config \
+            and not size.get("longest_edge"):
+        s = int(size["shortest_edge"])
+        if w <= h:
+            new_w, new_h = s, int(s * h / w)
+        else:
+            new_w, new_h = int(s * w / h), s
+    elif config.get("do_resize", True) and size.get("height") and size.get("width"):
+        new_w, new_h = int(size["width"]), int(size["height"])
+    else:
+        new_w, new_h = w, h
+    crop = config.get("crop_size") or {}
+    if config.get("do_center_crop") and crop.get("height") and crop.get("width"):
+        ch, cw = int(crop["height"]), int(crop["width"])
+        top, left = (new_h - ch) // 2, (new_w - cw) // 2
+        sx, sy = w / new_w, h / new_h
+        return (float(x0 + left * sx), float(y0 + top * sy), float(x0 + (left + cw) * sx), float(y0 + (top + ch) * sy))
+    return float(x0), float(y0), float(x0 + w), float(y0 + h)
 
 
 def to_grid(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -40,17 +86,39 @@ def to_grid(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return values.reshape(rows, cols)
 
 
-def draw_heatmap(image: Any, values: np.ndarray, grid: tuple[int, int], family: str, ax: Any = None,
-                 title: str = "", alpha: float = 0.55, cmap: str = "inferno", vmax: float | None = None) -> Any:
-    """Draw `values` (one per image token) over `image`; returns the Figure."""
+def pixel_heat(values: np.ndarray, grid: tuple[int, int], region: Sequence[float], width: int, height: int) -> np.ndarray:
+    """[height, width] value of the patch covering each pixel centre of the original image; NaN where
+    no patch does (outside a centre crop)."""
+    cells = to_grid(values, grid)  # [rows, cols]
+    rows, cols = grid
+    x0, y0, x1, y1 = (float(v) for v in region)
+    cx = np.floor(((np.arange(width) + 0.5) - x0) / (x1 - x0) * cols).astype(np.int64)  # [W]
+    cy = np.floor(((np.arange(height) + 0.5) - y0) / (y1 - y0) * rows).astype(np.int64)  # [H]
+    ok = (cy[:, None] >= 0) & (cy[:, None] < rows) & (cx[None, :] >= 0) & (cx[None, :] < cols)
+    heat = cells[np.clip(cy, 0, rows - 1)[:, None], np.clip(cx, 0, cols - 1)[None, :]].astype(np.float32)
+    heat[~ok] = np.nan
+    return heat
+
+
+def _region(family: str, image: Any, region: Sequence[float] | None) -> Sequence[float]:
+    return region if region is not None else grid_region(family, image.width, image.height)
+
+
+def draw_heatmap(image: Any, values: np.ndarray, grid: tuple[int, int], family: str = "llava", ax: Any = None,
+                 title: str = "", alpha: float = 0.55, cmap: str = "inferno", vmax: float | None = None,
+                 region: Sequence[float] | None = None, colorbar: bool = True) -> Any:
+    """Draw `values` (one per image token) over `image` (PIL); returns the Figure.
+
+    `region` is the grid's box in image pixels (a store's ``grid_region``); without it the family's
+    usual processor is assumed."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         fig, ax = plt.subplots(figsize=(4, 4 * image.height / max(image.width, 1)))
     fig = ax.figure
-    x0, y0, x1, y1 = grid_region(family, image.width, image.height)
+    heat = pixel_heat(values, grid, _region(family, image, region), image.width, image.height)
     ax.imshow(np.asarray(image), extent=(0, image.width, image.height, 0))
-    im = ax.imshow(to_grid(values, grid), extent=(x0, x1, y1, y0), alpha=alpha, cmap=cmap,
+    im = ax.imshow(np.ma.masked_invalid(heat), extent=(0, image.width, image.height, 0), alpha=alpha, cmap=cmap,
                    interpolation="nearest", vmin=0.0, vmax=vmax)
     ax.set_xlim(0, image.width)
     ax.set_ylim(image.height, 0)
@@ -58,19 +126,44 @@ def draw_heatmap(image: Any, values: np.ndarray, grid: tuple[int, int], family: 
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if colorbar:
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return fig
 
 
-def before_after(image: Any, before: np.ndarray, after: np.ndarray, grid: tuple[int, int], family: str,
-                 titles: tuple[str, str] = ("before", "after"), suptitle: str = "") -> Any:
+def head_grid(image: Any, rows: np.ndarray, grid: tuple[int, int], family: str = "llava",
+              region: Sequence[float] | None = None, title: str = "", cols: int | None = None) -> Any:
+    """One small heatmap per head: rows [H, n] post-softmax image attention; one colour scale."""
+    import matplotlib.pyplot as plt
+
+    rows = np.asarray(rows, dtype=np.float32)
+    heads = rows.shape[0]
+    cols = cols or int(np.ceil(np.sqrt(heads)))
+    nrows = int(np.ceil(heads / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.0 * cols, 2.0 * nrows), squeeze=False)
+    vmax = float(max(rows.max(), 1e-12))
+    for h, ax in enumerate(axes.ravel()):
+        if h < heads:
+            draw_heatmap(image, rows[h], grid, family, ax=ax, title=f"head {h}", vmax=vmax, region=region,
+                         colorbar=False)
+        else:
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def before_after(image: Any, before: np.ndarray, after: np.ndarray, grid: tuple[int, int], family: str = "llava",
+                 titles: tuple[str, str] = ("before", "after"), suptitle: str = "",
+                 region: Sequence[float] | None = None) -> Any:
     """Two heatmaps side by side on one colour scale."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4))
     vmax = float(max(np.max(before), np.max(after), 1e-12))
-    draw_heatmap(image, before, grid, family, ax=axes[0], title=titles[0], vmax=vmax)
-    draw_heatmap(image, after, grid, family, ax=axes[1], title=titles[1], vmax=vmax)
+    draw_heatmap(image, before, grid, family, ax=axes[0], title=titles[0], vmax=vmax, region=region)
+    draw_heatmap(image, after, grid, family, ax=axes[1], title=titles[1], vmax=vmax, region=region)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()

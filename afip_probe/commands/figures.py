@@ -1,0 +1,73 @@
+"""`afip-probe figures STORE...` and `afip-probe heatmap STORE SAMPLE`: the Findings figures and
+attention heatmaps of recorded stores."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser("figures", help="Findings 1-2 statistics and figures (PNG, SVG, HTML) of trace stores")
+    f.add_argument("stores", nargs="+", help="trace store folders (Fig. 3 left draws one curve per store)")
+    f.add_argument("--out", default="figures", help="output folder (default: %(default)s)")
+    f.add_argument("--layers", default="all", help="layer range of the token table: all, early, middle, late "
+                   "(default: %(default)s)")
+    f.add_argument("--annotations", help="COCO-format annotation folder for CHAIR labels (default: the "
+                   "organism's scenes for organism stores, else the packaged COCO 2014 ground truth)")
+    f.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    f.add_argument("--tokens", help="also write the labelled token table to this Parquet file")
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=run_figures)
+
+    h = sub.add_parser("heatmap", help="attention of one generated token drawn over its image")
+    h.add_argument("store", help="trace store folder recorded at --record maps or full")
+    h.add_argument("sample", help="sample id (see the store's samples table)")
+    which = h.add_mutually_exclusive_group()
+    which.add_argument("--step", type=int, help="generated token index (default 0)")
+    which.add_argument("--word", help="the first generated token that starts this word")
+    h.add_argument("--layers", help="layer range, e.g. 16-31 or 2- (default: all layers)")
+    h.add_argument("--per-head", action="store_true", help="one map per head (needs --record full)")
+    h.add_argument("--corrected", action="store_true", help="the corrected rows of a corrector run")
+    h.add_argument("--out", default="heatmap.png", help="image file (default: %(default)s)")
+    h.set_defaults(func=run_heatmap)
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    from .. import store as st
+    from ..errors import require_positive
+    from ..metrics.chair import Chair
+    from ..metrics.table import token_table
+    from ..plots.report import figures_report
+
+    require_positive(args.resamples, "--resamples")
+    stores = [st.open(s) for s in args.stores]
+    chair = Chair.load(args.annotations) if args.annotations else None
+    tables = [token_table(s, chair=chair, progress=not args.no_progress) for s in stores]
+    if args.tokens:
+        import pandas as pd
+
+        pd.concat(tables, ignore_index=True).to_parquet(args.tokens)
+    report = figures_report(stores, args.out, args.layers, n_resamples=args.resamples, tables=tables)
+    for name, f in report.findings.items():
+        print(f"## {name}")
+        print(f.markdown())
+    print(f"wrote {len(report.files)} files to {report.out} (open {Path(report.out) / 'index.html'})")
+    return 0
+
+
+def run_heatmap(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .. import store as st
+    from ..metrics.table import parse_layers
+    from ..plots.store_maps import token_heatmap
+
+    store = st.open(args.store)
+    layers = parse_layers(args.layers, int(store.settings.get("num_layers", 0))) if args.layers else None
+    fig = token_heatmap(store, args.sample, step=args.step, word=args.word, layers=layers,
+                        per_head=args.per_head, source="corrected" if args.corrected else "raw")
+    fig.savefig(args.out, dpi=150)
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,174 @@
+"""A labelled trace store as one tidy per-token DataFrame: the input of every Findings figure.
+
+One row per generated token: ``model``, ``condition``, ``sample_id``, ``image_id``, ``step``,
+``relative_position`` ((step + ½) / caption length), ``token_text``, ``label`` (none / real /
+hallucinated, CHAIR), ``object``, ``token_entropy`` (Eq. 4), ``logprob``, and for every layer range R
+(default ``all``, ``early``, ``middle``, ``late``: thirds of the decoder):
+
+=====================  =============================================================
+``attn_entropy_R``     Eq. 1, Ā not renormalised, mean over the layers of R
+``attn_entropy_renorm_R``  Eq. 1 with Ā renormalised over the image keys
+``var_R``              Eq. 2, mean over the layers of R and heads
+``kl_R``               Eq. 3, D_kl^l averaged over the layers of R
+``peak_gap_R``         T − V (max text − max image pre-softmax score), mean over R and heads
+``mean_gap_R``         mean text − mean image pre-softmax score, mean over R and heads
+``mean_gap_prob_R``    mean text − mean image post-softmax attention, mean over R and heads
+=====================  =============================================================
+
+All of it comes from the ``stats`` arrays every record level keeps, so it needs numpy and pandas only.
+
+Example:
+    >>> import afip_probe                                                  # doctest: +SKIP
+    >>> df = afip_probe.metrics.token_table(afip_probe.store.open("runs/s"))  # doctest: +SKIP
+    >>> df.groupby("label", observed=True).attn_entropy_all.mean()          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..errors import AfipError
+from .chair import Chair
+from .labels import label_tokens
+
+METRICS = ("attn_entropy", "attn_entropy_renorm", "var", "kl", "peak_gap", "mean_gap", "mean_gap_prob")
+HEAD_INPUTS = ("var", "img_max_score", "txt_max_score", "img_mean_score", "txt_mean_score",
+               "img_mean_prob", "txt_mean_prob")
+LAYER_INPUTS = ("attn_entropy", "attn_entropy_renorm", "kl")
+
+
+def default_layer_ranges(num_layers: int) -> dict[str, list[int]]:
+    """``all`` layers and the decoder's thirds ``early`` / ``middle`` / ``late``.
+
+    >>> default_layer_ranges(4)
+    {'all': [0, 1, 2, 3], 'early': [0, 1], 'middle': [2], 'late': [3]}
+    """
+    thirds = np.array_split(np.arange(num_layers), 3)
+    ranges = {"all": list(range(num_layers))}
+    for name, part in zip(("early", "middle", "late"), thirds):
+        if len(part):
+            ranges[name] = [int(i) for i in part]
+    return ranges
+
+
+def parse_layers(text: str, num_layers: int) -> list[int]:
+    """``"16-31"``, ``"16-"``, ``"3"``, ``"0,2,5"`` -> layer indices (checked against `num_layers`).
+
+    >>> parse_layers("2-", 4)
+    [2, 3]
+    """
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo) if lo else 0, (int(hi) if hi else num_layers - 1) + 1))
+            elif part:
+                out.append(int(part))
+        except ValueError:
+            raise AfipError(f"layers {text!r}: write a range like 16-31, 16- or 0,2,5") from None
+    bad = [i for i in out if not 0 <= i < num_layers]
+    if not out or bad:
+        raise AfipError(f"layers {text!r}: the model has layers 0..{num_layers - 1}")
+    return sorted(set(out))
+
+
+def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequence[int]],
+                   source: str = "raw") -> dict[str, np.ndarray]:
+    """The per-token metric columns of one sample from its recorded arrays; each value is [T].
+
+    `source="corrected"` reads the rows after a corrector (``corrected/...``) instead of the raw ones."""
+    prefix = "" if source == "raw" else "corrected/"
+    if source not in ("raw", "corrected"):
+        raise AfipError(f"source must be 'raw' or 'corrected', not {source!r}")
+    try:
+        head = {f: np.asarray(arrays[f"{prefix}head/{f}"]).mean(axis=2, dtype=np.float64) for f in HEAD_INPUTS}  # [T, L]
+        layer = {f: np.asarray(arrays[f"{prefix}layer/{f}"], dtype=np.float64) for f in LAYER_INPUTS}  # [T, L]
+    except KeyError as e:
+        what = "corrected rows (trace with a corrector on)" if source == "corrected" else "stats arrays"
+        raise AfipError(f"this store has no {what}: {e.args[0]}") from None
+    per_layer = {
+        "attn_entropy": layer["attn_entropy"],
+        "attn_entropy_renorm": layer["attn_entropy_renorm"],
+        "var": head["var"],
+        "kl": layer["kl"],
+        "peak_gap": head["txt_max_score"] - head["img_max_score"],
+        "mean_gap": head["txt_mean_score"] - head["img_mean_score"],
+        "mean_gap_prob": head["txt_mean_prob"] - head["img_mean_prob"],
+    }
+    out = {}
+    for rname, layers in ranges.items():
+        idx = list(layers)
+        for m in METRICS:
+            out[f"{m}_{rname}"] = per_layer[m][:, idx].mean(axis=1)
+    return out
+
+
+def chair_for(store: Any) -> Chair:
+    """The CHAIR evaluator that fits a store: the organism's scene annotations for organism runs,
+    else the packaged COCO 2014 ground truth."""
+    from ..organism import checkpoint_dir
+
+    model = str(store.settings.get("model", ""))
+    try:
+        organism = Path(model).resolve() == checkpoint_dir() or model == "organism"
+    except AfipError:
+        organism = False
+    if organism:
+        from ..organism.scenes import heldout_dirs
+
+        return Chair.from_coco(heldout_dirs(progress=False)[1])
+    return Chair.from_packaged()
+
+
+def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str]] | None = None,
+                layer_ranges: Mapping[str, Sequence[int]] | None = None, source: str = "raw",
+                progress: bool = False) -> pd.DataFrame:
+    """The tidy per-token table of a trace store, labelled with CHAIR (see the module doc).
+
+    `chair` defaults to `chair_for(store)`; `gt` overrides ground truth per image id. Labelling
+    warnings are kept in ``result.attrs["warnings"]``."""
+    samples = store.samples(status="ok")
+    if samples.empty:
+        raise AfipError(f"{store.root}: no finished samples to analyse")
+    tokens = store.tokens()
+    if tokens.empty:
+        raise AfipError(f"{store.root}: the finished samples generated no tokens")
+    num_layers = int(store.settings.get("num_layers") or np.asarray(store.arrays(samples.sample_id[0])["layer/kl"]).shape[1])
+    ranges = dict(layer_ranges) if layer_ranges is not None else default_layer_ranges(num_layers)
+    chair = chair if chair is not None else chair_for(store)
+    labelled = label_tokens(tokens, samples, chair, gt)
+
+    columns: dict[str, list[np.ndarray]] = {}
+    positions = labelled.groupby("sample_id", sort=False).indices
+    order = []
+    for sid in tqdm(samples.sample_id, desc="token table", unit="sample", disable=not progress):
+        idx = positions.get(sid)
+        if idx is None:
+            continue
+        cols = sample_metrics(store.arrays(sid), ranges, source)
+        length = len(next(iter(cols.values())))
+        if length != len(idx):
+            raise AfipError(f"sample {sid!r}: {len(idx)} token rows but {length} recorded steps; run `afip-probe verify`")
+        order.append(idx)
+        for k, v in cols.items():
+            columns.setdefault(k, []).append(v)
+    order_idx = np.concatenate(order)
+    frame = labelled.iloc[order_idx].reset_index(drop=True)
+    meta = samples.set_index("sample_id")
+    frame.insert(0, "model", str(store.settings.get("model", "")))
+    frame.insert(1, "condition", frame.sample_id.map(meta["condition"]) if "condition" in meta else "")
+    frame.insert(3, "image_id", frame.sample_id.map(meta["image_id"]))
+    for k, parts in columns.items():
+        frame[k] = np.concatenate(parts).astype(np.float32)
+    frame.attrs["warnings"] = labelled.attrs.get("warnings", [])
+    frame.attrs["layer_ranges"] = ranges
+    keep = ["model", "condition", "sample_id", "image_id", "step", "relative_position", "token_text", "label",
+            "object", "mention", "token_entropy", "logprob"] + list(columns)
+    return frame[keep]
