@@ -43,8 +43,12 @@ def make_files(root: Path) -> dict[str, str]:
                                               "label": "yes"}) + "\n")
     (root / "notastore").mkdir()
     (root / "notastore" / "file.txt").write_text("x")
+    from afip_probe.run import trace_images
+
+    trace_images(str(root / "model"), [root / "images"], "describe", root / "store", max_new_tokens=3,
+                 device="cpu", progress=False)
     names = ("model", "textonly", "images", "empty", "notes.csv", "bad.json", "bad.jsonl", "unknown.jsonl", "q.jsonl",
-             "notastore")
+             "notastore", "store")
     return {k.replace(".", "_"): str(root / k) for k in names} | {"root": str(root)}
 
 
@@ -74,6 +78,12 @@ CASES = [
     ("chair-eval: --images folder has no images", "chair-eval --model {model} --images {empty} --out {root}/e2.jsonl", "no image files"),
     ("pope-eval: question file missing", "pope-eval --model {model} --images {images} --questions {root}/nope.jsonl --out {root}/e3.jsonl", "not found"),
     ("pope-eval: questions name images that are missing", "pope-eval --model {model} --images {images} --questions {q_jsonl} --out {root}/e4.jsonl", "cannot be read"),
+    ("figures: not a trace store", "figures {notastore} --out {root}/f1", "not a trace store"),
+    ("figures: no object token has a label", "figures {store} --out {root}/f2", "no object tokens"),
+    ("figures: unknown layer range", "figures {store} --layers upper --out {root}/f3", "layer range"),
+    ("heatmap: unknown sample id", "heatmap {store} nosuch --out {root}/h.png", "no finished sample"),
+    ("heatmap: store recorded at stats", "heatmap {store} COCO_val2014_000000000001 --out {root}/h.png", "--record maps"),
+    ("heatmap: layers outside the model", "heatmap {store} COCO_val2014_000000000001 --layers 7- --out {root}/h.png", "has layers"),
     ("verify: not a trace store", "verify {notastore}", "not a trace store"),
     ("merge: a shard is not a trace store", "merge {root}/m1 {notastore}", "not a trace store"),
     ("organism scenes: --n 0", "organism scenes --n 0 --out {root}/sc", "at least 1"),
@@ -83,7 +93,7 @@ CASES = [
 
 def run_case(argv: str, files: dict[str, str]) -> tuple[int, str, str]:
     args = argv.format(**files).split() + (["--no-progress"] if argv.split()[0] in
-                                           ("trace", "compare", "chair-eval", "pope-eval", "demo") else [])
+                                           ("trace", "compare", "chair-eval", "pope-eval", "demo", "figures") else [])
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(args)

@@ -161,12 +161,13 @@ def kl_entropy_groups(df: pd.DataFrame, column: str = "kl_all", q: int = 5, n_re
     bars = ax.twinx()
     if len(table):
         rates = table.drop_duplicates("group")
-        bars.bar(rates.group, rates.hallucination_rate, width=0.6, color="0.85", zorder=0,
+        bars.bar(rates.group.to_numpy(), rates.hallucination_rate.to_numpy(np.float64), width=0.6, color="0.85", zorder=0,
                  label="hallucination rate")
         for k, label in enumerate(("real", "hallucinated")):
             t = table[(table.label == label) & (table.n > 0)]
             x = t.group.to_numpy() + (k - 0.5) * 0.15
-            ax.errorbar(x, t.token_entropy, yerr=[t.token_entropy - t.ci_low, t.ci_high - t.token_entropy],
+            y, lo, hi = (t[c].to_numpy(np.float64) for c in ("token_entropy", "ci_low", "ci_high"))
+            ax.errorbar(x, y, yerr=[y - lo, hi - y],
                         fmt="o-", color=COLORS[label], capsize=3, label=f"{label} tokens", zorder=3)
     ax.set_zorder(bars.get_zorder() + 1)
     ax.patch.set_visible(False)

@@ -69,10 +69,13 @@ def figures_report(stores: Sequence[str | Path] | Sequence[Any], out: str | Path
     names = [str(t.model.iloc[0]) if len(t) else f"store{i}" for i, t in enumerate(tables)]
     if len(set(names)) < len(names):  # two runs of one model: tell them apart by position
         names = [f"{n} [{i}]" for i, n in enumerate(names)]
-    for t in tables:
+    for name, t in zip(names, tables):
         if f"var_{layer_range}" not in t:
             ranges = sorted({c.split("_")[-1] for c in t.columns if c.startswith("var_")})
             raise AfipError(f"layer range {layer_range!r} is not in the token table; choose one of {ranges}")
+        if not t.label.isin(["real", "hallucinated"]).any():
+            raise AfipError(f"{name}: no object tokens were labelled real or hallucinated; check that the images' "
+                            "ids have CHAIR ground truth (COCO file names, or --annotations for your dataset)")
     t1 = time.perf_counter()
     stats = {name: findings(t, layer_range) for name, t in zip(names, tables)}
     seconds["statistics"] = time.perf_counter() - t1
