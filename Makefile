@@ -31,6 +31,8 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/store_size.py
 	$(PY) benchmarks/generation_cost.py
+	$(PY) benchmarks/memory_streaming.py
+	$(PY) benchmarks/analysis_speed.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

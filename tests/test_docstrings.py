@@ -26,6 +26,9 @@ MODULES = [
     "afip_probe.correct.spec",
     "afip_probe.correct.sweep",
     "afip_probe.plots.heatmap",
+    "afip_probe.metrics.attention",
+    "afip_probe.metrics.stats",
+    "afip_probe.metrics.table",
 ]
 
 

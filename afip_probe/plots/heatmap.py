@@ -54,7 +54,7 @@ def processor_region(config: Mapping[str, Any], width: int, height: int) -> Regi
     x0, y0, w, h = 0.0, 0.0, int(width), int(height)
     if config.get("do_pad") and "min_pixels" not in config:
         m = max(w, h)
-        x0, y0 = -float((m - w) // 2), -float((m - h) // 2)
+        x0, y0 = float(-((m - w) // 2)), float(-((m - h) // 2))
         w = h = m
     size = config.get("size") or {}
     if config.get("do_resize", True) and size.get("shortest_edge") and "min_pixels" not in config \
