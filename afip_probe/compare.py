@@ -195,9 +195,9 @@ def compare(
     conds = conditions_for(specs, history_ablation)
     loaded = load(str(model), device=device) if not hasattr(model, "adapter") else model
     if images is None:
-        from .organism import checkpoint_dir
+        from .organism import is_organism
 
-        if Path(loaded.name).resolve() == checkpoint_dir():
+        if is_organism(loaded.name):
             from .organism.scenes import heldout_dirs
 
             image_dir, default_annotations = heldout_dirs(progress)

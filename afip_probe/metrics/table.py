@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -84,9 +83,9 @@ def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequen
     """The per-token metric columns of one sample from its recorded arrays; each value is [T].
 
     `source="corrected"` reads the rows after a corrector (``corrected/...``) instead of the raw ones."""
-    prefix = "" if source == "raw" else "corrected/"
     if source not in ("raw", "corrected"):
         raise AfipError(f"source must be 'raw' or 'corrected', not {source!r}")
+    prefix = "" if source == "raw" else "corrected/"
     try:
         head = {f: np.asarray(arrays[f"{prefix}head/{f}"]).mean(axis=2, dtype=np.float64) for f in HEAD_INPUTS}  # [T, L]
         layer = {f: np.asarray(arrays[f"{prefix}layer/{f}"], dtype=np.float64) for f in LAYER_INPUTS}  # [T, L]
@@ -113,14 +112,9 @@ def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequen
 def chair_for(store: Any) -> Chair:
     """The CHAIR evaluator that fits a store: the organism's scene annotations for organism runs,
     else the packaged COCO 2014 ground truth."""
-    from ..organism import checkpoint_dir
+    from ..organism import is_organism
 
-    model = str(store.settings.get("model", ""))
-    try:
-        organism = Path(model).resolve() == checkpoint_dir() or model == "organism"
-    except AfipError:
-        organism = False
-    if organism:
+    if is_organism(str(store.settings.get("model", ""))):
         from ..organism.scenes import heldout_dirs
 
         return Chair.from_coco(heldout_dirs(progress=False)[1])

@@ -32,3 +32,13 @@ def checkpoint_dir() -> Path:
             "`python -m afip_probe.organism.train --out afip_probe/organism/checkpoint`"
         )
     return path
+
+
+def is_organism(model_name: str) -> bool:
+    """Whether a model name (``"organism"`` or a loaded model's path) is the bundled organism."""
+    if str(model_name) == NAME:
+        return True
+    try:
+        return Path(str(model_name)).resolve() == checkpoint_dir()
+    except AfipError:
+        return False

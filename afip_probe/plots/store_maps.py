@@ -52,9 +52,12 @@ def open_image(path: str | Path) -> Any:
         raise AfipError(f"cannot read image {p}: {e}") from e
 
 
-def find_step(store: Any, sample_id: str, step: int | None = None, word: str | None = None) -> int:
-    """The step of `word` (first generated token whose text, stripped and lower-cased, starts it), or `step`."""
-    tokens = store.tokens([sample_id])
+def find_step(store: Any, sample_id: str, step: int | None = None, word: str | None = None,
+              tokens: pd.DataFrame | None = None) -> int:
+    """The step of `word` (first generated token whose text, stripped and lower-cased, starts it), or `step`.
+
+    `tokens` is the sample's token table when the caller already read it."""
+    tokens = store.tokens([sample_id]) if tokens is None else tokens
     if word is not None:
         texts = tokens.token_text.str.strip().str.lower()
         w = word.strip().lower()
@@ -75,10 +78,10 @@ def image_attention(store: Any, sample_id: str, step: int, layers: Sequence[int]
     prefix = "corrected/" if source == "corrected" else ""
     num_layers = int(store.settings.get("num_layers", 0)) or None
     if per_head:
-        if f"{prefix}scores" not in arrays and "scores" not in arrays:
-            raise AfipError("per-head maps need per-head rows: trace with --record full")
         if source == "corrected":
             raise AfipError("per-head maps of corrected rows are not recorded (only their head mean, corrected/maps)")
+        if "scores" not in arrays:
+            raise AfipError("per-head maps need per-head rows: trace with --record full")
         scores = np.asarray(arrays["scores"], dtype=np.float32)[step]  # [L, H, n]
         lse = np.asarray(arrays["head/lse"], dtype=np.float32)[step]  # [L, H]
         rows = np.exp(scores - lse[..., None])  # [L, H, n]
@@ -98,9 +101,10 @@ def token_heatmap(store: Any, sample_id: str, step: int | None = None, word: str
                   layers: Sequence[int] | None = None, per_head: bool = False, source: str = "raw") -> Any:
     """The image with one generated token's attention over it (head mean, or a grid of heads)."""
     row = sample_row(store, sample_id)
-    step = find_step(store, sample_id, step, word)
+    tokens = store.tokens([sample_id])
+    step = find_step(store, sample_id, step, word, tokens)
     values = image_attention(store, sample_id, step, layers, per_head, source)
-    tok = store.tokens([sample_id]).token_text.iloc[step].strip()
+    tok = tokens.token_text.iloc[step].strip()
     idx = list(layers) if layers is not None else None
     where = f"layers {idx[0]}–{idx[-1]}" if idx else "all layers"
     title = f"{sample_id}, step {step} '{tok}', {where}{' (corrected)' if source == 'corrected' else ''}"
