@@ -101,7 +101,7 @@ def bootstrap_ci(values: np.ndarray, statistic: Callable[..., float] = np.mean,
     if len(values) < 2 or np.all(values == values[0]):
         return est, est, est
     ci = stats.bootstrap((values,), statistic, n_resamples=n_resamples, confidence_level=confidence,
-                         method="percentile", vectorized=False if statistic is not np.mean else True,
+                         method="percentile", vectorized=statistic is np.mean,
                          random_state=np.random.default_rng(seed)).confidence_interval
     return est, float(ci.low), float(ci.high)
 

@@ -112,7 +112,8 @@ def var_per_caption(df: pd.DataFrame, column: str = "var_all", samples: Sequence
     gives the hallucination rate among the lowest `quantile` of VAR tokens vs the rest."""
     if samples is None:
         hall = df.loc[df.label == "hallucinated", "sample_id"].drop_duplicates().tolist()
-        rest = [s for s in df.sample_id.drop_duplicates() if s not in set(hall)]
+        seen = set(hall)
+        rest = [s for s in df.sample_id.drop_duplicates() if s not in seen]
         samples = (hall + rest)[:n]
     fig, ax = (ax.figure, ax) if ax is not None else _plt().subplots(figsize=(6, 3.6))
     for sid in samples:
