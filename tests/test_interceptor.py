@@ -56,14 +56,16 @@ def test_restored_after_exception(family_model):
     assert "generate" not in model.__dict__
 
 
-def test_records_equal_eager_output_attentions(family_model):
-    """Every step, layer and head: image attention, VAR and the image/text maxima equal eager's."""
+@pytest.mark.parametrize("n", [3, 1], ids=["padded-batch", "single"])  # gathered and sliced image keys
+def test_records_equal_eager_output_attentions(family_model, n):
+    """Every step, layer and head: image attention, VAR, the maxima and Eqs. 1 and 3 equal eager's."""
     _, model, processor = family_model
-    inputs = _inputs(model, processor)
+    inputs = _inputs(model, processor, n)
     sequences, eager = _eager_rows(model, inputs)
     with afip_probe.trace(model, processor, level="full", array_dtype="float32") as rec:
         traced = model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
     assert torch.equal(sequences, traced)
+    assert len(rec.traces) == n
     ids = inputs["input_ids"]
     pad = (inputs["attention_mask"] == 0).sum(-1)
     image_id = adapter_for(model, processor).image_token_id
@@ -88,6 +90,13 @@ def test_records_equal_eager_output_attentions(family_model):
             np.testing.assert_allclose(np.exp(tr.head["txt_max_score"][t] - lse),
                                        a[:, :, text].amax(-1).numpy(), atol=TOL, rtol=0)
             np.testing.assert_allclose(tr.head["txt_mean_prob"][t], a[:, :, text].mean(-1).numpy(), atol=TOL, rtol=0)
+            a_img = a[:, :, img_pos].double()  # [L, H, n]
+            a_bar = a_img.mean(1)
+            np.testing.assert_allclose(tr.layer["attn_entropy"][t], -(a_bar * torch.log(a_bar + 1e-8)).sum(-1).numpy(),
+                                       atol=1e-4, rtol=0)
+            p = a_img / a_img.sum(-1, keepdim=True)
+            kl = (p * (torch.log(p) - torch.log(p.mean(1, keepdim=True)))).sum(-1)  # [L, H]
+            np.testing.assert_allclose(tr.head["kl_to_mean"][t], kl.numpy(), atol=1e-4, rtol=0)
 
 
 def test_batch_equals_single_runs(family_model):
@@ -175,3 +184,28 @@ def test_modifier_row_recomputation_matches_sdpa(family_model):
         out = model.generate(**inputs, max_new_tokens=NEW_TOKENS)
     assert torch.equal(plain, out)
     assert modifier.calls == NEW_TOKENS * adapter_for(model, processor).num_layers
+
+
+class _OnlyLayer(_CloneScores):
+    """A modifier that declares the one layer it acts on."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layers_seen = set()
+        self.layer = layer
+
+    def layer_set(self, num_layers):
+        return {self.layer}
+
+    def modify(self, layer, scores, context):
+        self.layers_seen.add(layer)
+        return super().modify(layer, scores, context)
+
+
+def test_modifier_layer_set_limits_the_layers_it_sees(family_model):
+    _, model, processor = family_model
+    inputs = _inputs(model, processor, 1)
+    modifier = _OnlyLayer(1)
+    with afip_probe.intercept(model, [modifier], processor):
+        model.generate(**inputs, max_new_tokens=3, min_new_tokens=3)
+    assert modifier.layers_seen == {1} and modifier.calls == 3

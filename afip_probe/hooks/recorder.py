@@ -24,7 +24,7 @@ import torch
 
 from ..errors import AfipError
 from ..models.base import ImageLayout
-from .rowstats import HEAD_FIELDS, LAYER_FIELDS, RowStats, RunMasks, apply_row_mask, row_stats
+from .rowstats import HEAD_FIELDS, LAYER_FIELDS, RowStats, RunMasks, Workspace, mask_rows, row_scores, row_stats
 
 LEVELS = ("stats", "maps", "full")
 
@@ -69,22 +69,39 @@ class SampleTrace:
 
 
 class _Rows:
-    """Per-layer buffers of row statistics, one entry per step."""
+    """Row statistics of a run: per step, one entry per group of layers summarised together."""
 
     def __init__(self, num_layers: int):
-        self.head: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # per layer: steps x [B, F, H]
-        self.layer: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, F]
-        self.maps: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, n]
-        self.scores: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # steps x [B, H, n]
+        self.num_layers = num_layers
+        # name -> [(step, layers, tensor [L', B, ...])]; names: head, layer, maps, scores
+        self.items: dict[str, list[tuple[int, list[int], torch.Tensor]]] = {k: [] for k in
+                                                                           ("head", "layer", "maps", "scores")}
 
-    def add(self, layer: int, st: Any, config: "RecordConfig", keep_scores: bool = True) -> None:
-        self.head[layer].append(st.head)
-        self.layer[layer].append(st.layer)
+    def add(self, step: int, layers: list[int], st: RowStats, config: "RecordConfig", keep_scores: bool = True) -> None:
+        self.items["head"].append((step, layers, st.head))  # [L', B, F, H]
+        self.items["layer"].append((step, layers, st.layer))  # [L', B, F]
         if config.level != "stats":
             dtype = getattr(torch, config.array_dtype)
-            self.maps[layer].append(st.img_probs.mean(1).to(dtype))
+            # copies: the statistics may be views of the run's reused score buffer
+            self.items["maps"].append((step, layers, st.img_mean_probs.to(dtype, copy=True)))  # [L', B, n]
             if config.level == "full" and keep_scores:
-                self.scores[layer].append(st.img_scores.to(dtype))
+                self.items["scores"].append((step, layers, st.img_scores.to(dtype, copy=True)))  # [L', B, H, n]
+
+    def covers(self, steps: int) -> bool:
+        """Whether every layer has a row for each of `steps` steps."""
+        seen = {(step, layer) for step, layers, _ in self.items["head"] for layer in layers}
+        return len(seen) == steps * self.num_layers and all(step < steps for step, _ in seen)
+
+    def array(self, name: str, steps: int) -> np.ndarray | None:
+        """[T, L, B, ...] float32 numpy array of one statistic, or None if it was not kept."""
+        items = self.items[name]
+        if not items:
+            return None
+        first = items[0][2]
+        out = torch.zeros((steps, self.num_layers, *first.shape[1:]), dtype=first.dtype, device=first.device)
+        for step, layers, t in items:
+            out[step, layers] = t
+        return out.float().cpu().numpy()
 
 
 class _Run:
@@ -104,8 +121,11 @@ class _Run:
         self.logprob: list[torch.Tensor] = []  # steps x [B]
         self.pending_logp: torch.Tensor | None = None  # [B, V] of the last step
         # rows of the current step, summarised for all layers at once by `Recorder._flush`:
-        # (kind, layer, scores [B, H, kv], allowed [B, kv] or the attention mask for kind "raw")
-        self.pending: list[tuple[str, int, torch.Tensor, Any]] = []
+        # modifier path: (kind, layer, masked scores [B, H, kv], allowed [B, kv]);
+        # raw path: each layer's last query row and keys, multiplied out per step into a reused buffer
+        self.pending: list[tuple[str, int, torch.Tensor, torch.Tensor]] = []
+        self.raw_rows: list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]] = []  # layer, q, K, scale, mask
+
 
 
 class Recorder:
@@ -117,6 +137,7 @@ class Recorder:
         self.image_token_id = image_token_id
         self.traces: list[SampleTrace] = []
         self._run: _Run | None = None
+        self._work = Workspace()  # score rows and scratch space, reused across steps and runs
 
     @property
     def active(self) -> bool:
@@ -158,10 +179,12 @@ class Recorder:
         if self._run is not None:
             self._run.pending.append(("scores", layer, scores, allowed))
 
-    def on_raw_scores(self, layer: int, scores: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-        """Unmasked last-row scores [B, H, kv] and the layer's attention mask; masked in the per-step batch."""
+    def on_raw_row(self, layer: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None,
+                   attention_mask: torch.Tensor | None) -> None:
+        """A layer's query [B, H, q, d], keys [B, H_kv, kv, d] and mask. The last-row scores of all layers
+        are computed into one buffer, masked where needed and summarised once per step."""
         if self._run is not None:
-            self._run.pending.append(("raw", layer, scores, attention_mask))
+            self._run.raw_rows.append((layer, query[:, :, -1:, :], key, scaling, attention_mask))
 
     def on_corrected(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor) -> None:
         """The same row after score modifiers; kept as ``extra["corrected/..."]`` next to the raw row."""
@@ -169,32 +192,40 @@ class Recorder:
             self._run.pending.append(("corrected", layer, scores, allowed))
 
     def _flush(self) -> None:
-        """Summarise the step's pending rows: one `row_stats` call per kind (and mask) for all layers."""
+        """Summarise the step's rows (called when the next forward pass starts or the logits arrive)."""
         run = self._run
-        if run is None or not run.pending:
+        if run is None or not (run.pending or run.raw_rows):
             return
-        groups: dict[tuple[str, int], list[tuple[int, torch.Tensor, Any]]] = {}
-        for kind, layer, scores, extra in run.pending:
-            key = (kind, id(extra) if kind == "raw" else 0)
-            groups.setdefault(key, []).append((layer, scores, extra))
-        run.pending = []
-        for (kind, _), items in groups.items():
-            layers = [layer for layer, _, _ in items]
-            stacked = torch.stack([sc for _, sc, _ in items])  # [L', B, H, kv]
-            n, b, h, kv = stacked.shape
-            if kind == "raw":
-                stacked, allowed = apply_row_mask(stacked, items[0][2])
-                allowed = allowed.repeat(n, 1)  # [L' B, kv]
-            else:
-                allowed = torch.cat([a for _, _, a in items])  # [L' B, kv]
-            st = row_stats(stacked.reshape(n * b, h, kv), run.masks.keys(kv).repeat(n, 1), allowed,
-                           run.masks.stacked_index(n))
-            rows = run.corrected if kind == "corrected" else run.raw
-            head, lay = st.head.view(n, b, *st.head.shape[1:]), st.layer.view(n, b, -1)
-            probs, img = st.img_probs.view(n, b, h, -1), st.img_scores.view(n, b, h, -1)
-            for i, layer in enumerate(layers):
-                rows.add(layer, RowStats(head=head[i], layer=lay[i], img_probs=probs[i], img_scores=img[i]),
-                         self.config, keep_scores=kind != "corrected")
+        raw, pending = run.raw_rows, run.pending
+        run.raw_rows, run.pending = [], []
+        self._summarise(run, run.step, raw, pending)
+
+    def _summarise(self, run: "_Run", step: int, raw: list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]],
+                   pending: list[tuple[str, int, torch.Tensor, torch.Tensor]]) -> None:
+        """Statistics of one step's rows: one `row_stats` call per kind (and mask) for all layers."""
+        groups: dict[tuple[int, int], list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]]] = {}
+        for item in raw:  # layers that share a key length and an attention mask: normally all of them
+            groups.setdefault((item[2].shape[2], id(item[4])), []).append(item)
+        for i, items in enumerate(groups.values()):
+            (_, q, key, _, mask), kv = items[0], items[0][2].shape[2]
+            rows = self._work.take(f"rows{i}", (len(items), q.shape[0], q.shape[1], kv), q.device)  # [L', B, H, kv]
+            for j, (_, q, key, scaling, _) in enumerate(items):
+                row_scores(q, key, scaling, out=rows[j])
+            is_image = run.masks.keys(kv)
+            rows, allowed = mask_rows(rows, mask, is_image)
+            st = row_stats(rows, is_image, allowed, run.masks.index, self._work)
+            run.raw.add(step, [item[0] for item in items], st, self.config)
+        kinds: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+        for kind, layer, scores, allowed in pending:
+            kinds.setdefault(kind, []).append((layer, scores, allowed))
+        for kind, rows_of_kind in kinds.items():
+            for kv in sorted({sc.shape[-1] for _, sc, _ in rows_of_kind}):
+                same = [item for item in rows_of_kind if item[1].shape[-1] == kv]
+                stacked = torch.stack([sc for _, sc, _ in same])  # [L', B, H, kv], masked
+                allowed = torch.stack([a for _, _, a in same])  # [L', B, kv]
+                st = row_stats(stacked, run.masks.keys(kv), allowed, run.masks.index, self._work)
+                target = run.corrected if kind == "corrected" else run.raw
+                target.add(step, [layer for layer, _, _ in same], st, self.config, keep_scores=kind != "corrected")
 
     def finish_run(self, sequences: torch.Tensor, eos_token_ids: list[int]) -> list[SampleTrace]:
         """Split the run's buffers into one `SampleTrace` per sample and append them to `traces`."""
@@ -208,24 +239,19 @@ class Recorder:
         steps = run.step + 1
         if run.pending_logp is not None:  # the last step's token is only in the output
             run.logprob.append(run.pending_logp.gather(-1, sequences[:, -1:].to(run.pending_logp.device)).squeeze(-1))
-        if generated.shape[1] != steps or any(len(h) != steps for h in run.raw.head):
+        if generated.shape[1] != steps or not run.raw.covers(steps):
             raise AfipError(
                 f"recorded {steps} forward passes for {generated.shape[1]} generated tokens; beam search, "
                 "assisted decoding and other multi-pass strategies cannot be traced (use greedy or sampling)"
             )
 
-        def stacked(buffers: list[list[torch.Tensor]]) -> np.ndarray:
-            # per layer: steps x [B, ...] -> [T, L, B, ...]
-            return torch.stack([torch.stack(b) for b in buffers], dim=1).float().cpu().numpy()
-
-        head = stacked(run.raw.head)  # [T, L, B, F, H]
-        layer = stacked(run.raw.layer)  # [T, L, B, F]
-        maps = stacked(run.raw.maps) if self.config.level != "stats" else None  # [T, L, B, n]
-        scores = stacked(run.raw.scores) if self.config.level == "full" else None  # [T, L, B, H, n]
-        corrected = any(run.corrected.head)
-        c_head = stacked(run.corrected.head) if corrected else None  # [T, L, B, F, H]
-        c_layer = stacked(run.corrected.layer) if corrected else None  # [T, L, B, F]
-        c_maps = stacked(run.corrected.maps) if corrected and maps is not None else None  # [T, L, B, n]
+        head = run.raw.array("head", steps)  # [T, L, B, F, H]
+        layer = run.raw.array("layer", steps)  # [T, L, B, F]
+        maps = run.raw.array("maps", steps)  # [T, L, B, n] (levels maps and full)
+        scores = run.raw.array("scores", steps)  # [T, L, B, H, n] (level full)
+        c_head = run.corrected.array("head", steps)  # [T, L, B, F, H], rows after a corrector
+        c_layer = run.corrected.array("layer", steps)  # [T, L, B, F]
+        c_maps = run.corrected.array("maps", steps)  # [T, L, B, n]
         entropy = torch.stack(run.entropy, dim=1).cpu().numpy()  # [B, T]
         logprob = torch.stack(run.logprob, dim=1).cpu().numpy()  # [B, T]
         eos = set(eos_token_ids)

@@ -1,8 +1,12 @@
 """Per-row attention statistics: everything the metrics need, from one pre-softmax score row.
 
-Given the last query row of one layer's pre-softmax scores for a batch (all heads), the key
-positions that are image tokens and the keys the mask allows, `row_stats` returns the per-head and
-per-layer scalars of DESIGN §3/§5 without keeping any a_t x a_t matrix.
+Given the last query row of one layer's pre-softmax scores for a batch (all heads; any number of
+layers stacked in front), the key positions that are image tokens and the keys the mask allows,
+`row_stats` returns the per-head and per-layer scalars of DESIGN §3/§5 without keeping any a_t x a_t
+matrix. It is written for speed (it runs once per generated token): the image keys are a slice
+when they form one block, the text keys are reduced part by part, and no probability row over all
+keys is ever formed — every statistic comes from a log-sum-exp per part and three reductions of
+exp(B_I - max B_I), two of them matrix products.
 
 Per head (stacked along `HEAD_FIELDS`):
     var              Σ_{i∈I} A_i                           (Eq. 2, VAR)
@@ -53,72 +57,34 @@ EPS = 1e-8  # ε of Eq. 1
 
 @dataclass
 class ImageIndex:
-    """Gather index of each sample's image keys, padded to the batch's largest image count."""
+    """Where each sample's image keys are: a gather index padded to the batch's largest image count.
+
+    `block` is set when every sample's image keys are the same contiguous range of key positions
+    (one image, equal prompt layouts: the usual case); statistics then slice instead of gathering.
+    """
 
     index: torch.Tensor  # [B, n_max] key positions (0 where padded)
     valid: torch.Tensor  # [B, n_max] bool
     count: torch.Tensor  # [B] float, number of image keys
+    block: tuple[int, int] | None = None  # (start, stop): image keys are keys[start:stop] in every sample
+    ragged: bool = False  # samples have different image counts (some index slots are padding)
 
-    def repeat(self, n: int) -> "ImageIndex":
-        """The index of a batch stacked n times (layer-major), for statistics of n layers at once."""
-        return ImageIndex(self.index.repeat(n, 1), self.valid.repeat(n, 1), self.count.repeat(n))
+    def gather(self, rows: torch.Tensor, out: "Workspace | None" = None) -> torch.Tensor:
+        """Image-key entries of rows [..., B, H, kv] -> [..., B, H, n_max] (padded slots hold key 0's value).
 
-
-def image_keys(is_image_prompt: torch.Tensor, kv: int) -> torch.Tensor:
-    """[B, kv] image-key mask from the prompt's [B, P] mask (generated keys are never image keys)."""
-    p = is_image_prompt.shape[1]
-    return is_image_prompt[:, :kv] if kv <= p else torch.nn.functional.pad(is_image_prompt, (0, kv - p))
-
-
-def row_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None) -> torch.Tensor:
-    """Unmasked pre-softmax scores of the last query row, [B, H, kv] float32 (GQA keys shared, not copied)."""
-    b, h, _, d = query.shape
-    h_kv, kv = key.shape[1], key.shape[2]
-    scale = scaling if scaling is not None else d**-0.5
-    q_last = (query[:, :, -1, :].float() * scale).reshape(b, h_kv, h // h_kv, d)  # [B, H_kv, rep, d]
-    return torch.matmul(q_last, key.float().transpose(-1, -2)).reshape(b, h, kv)  # [B, H, kv]
-
-
-def apply_row_mask(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask last-row scores [..., B, H, kv] with the last row of `attention_mask` (None / bool / additive
-    [B, 1|H, q, kv]); returns (scores with -inf where masked, allowed [B, kv])."""
-    b, kv = scores.shape[-3], scores.shape[-1]
-    if attention_mask is None:
-        return scores, torch.ones(b, kv, dtype=torch.bool, device=scores.device)
-    row = attention_mask[:, :, -1, :kv]  # [B, 1|H, kv]
-    if row.dtype == torch.bool:
-        return scores.masked_fill(~row, float("-inf")), row[:, 0, :]
-    allowed = torch.isfinite(row[:, 0, :]) & (row[:, 0, :] > torch.finfo(row.dtype).min / 2)
-    return (scores + row.float()).masked_fill(~allowed[:, None, :], float("-inf")), allowed
-
-
-class RunMasks:
-    """The image-key masks of one generate() call, shared by the recorder and score modifiers.
-
-    Built once from the prompt's [B, P] image-token mask; `keys(kv)` gives the [B, kv] mask for the
-    current key length (cached, it changes once per step) and `index` the image-key gather index.
-    """
-
-    def __init__(self, is_image_prompt: torch.Tensor):
-        self.prompt = is_image_prompt  # [B, P]
-        self.index: ImageIndex = image_index(is_image_prompt)
-        self._cache: tuple[int, torch.Tensor] | None = None
-        self._stacked: dict[int, ImageIndex] = {}
-
-    def keys(self, kv: int) -> torch.Tensor:
-        if self._cache is None or self._cache[0] != kv:
-            self._cache = (kv, image_keys(self.prompt, kv))
-        return self._cache[1]
-
-    def stacked_index(self, n: int) -> ImageIndex:
-        """`index` for n layers stacked layer-major (cached)."""
-        if n not in self._stacked:
-            self._stacked[n] = self.index.repeat(n)
-        return self._stacked[n]
+        A slice (a view) when the keys form one block; else gathered, into `out`'s buffer if given.
+        """
+        if self.block is not None and self.block[1] <= rows.shape[-1]:
+            return rows[..., self.block[0]: self.block[1]]
+        shape = (*rows.shape[:-1], self.index.shape[-1])
+        index = self.index[:, None, :].expand(shape)
+        if out is None or rows.dtype != torch.float32:
+            return torch.gather(rows, -1, index)
+        return torch.gather(rows, -1, index, out=out.take("gather", shape, rows.device))
 
 
 def image_index(is_image: torch.Tensor) -> ImageIndex:
-    """Build the gather index from a boolean [B, kv] image-key mask."""
+    """Build the image-key index from a boolean [B, kv] image-key mask."""
     counts = is_image.sum(-1)  # [B]
     n_max = int(counts.max()) if counts.numel() else 0
     index = torch.zeros(is_image.shape[0], n_max, dtype=torch.long, device=is_image.device)
@@ -127,65 +93,223 @@ def image_index(is_image: torch.Tensor) -> ImageIndex:
         pos = is_image[b].nonzero().flatten()
         index[b, : pos.numel()] = pos
         valid[b, : pos.numel()] = True
-    return ImageIndex(index=index, valid=valid, count=counts.to(torch.float32))
+    block = None
+    if n_max and bool(valid.all()) and bool((index == index[:1]).all()):
+        start = int(index[0, 0])
+        if int(index[0, -1]) == start + n_max - 1:  # contiguous
+            block = (start, start + n_max)
+    return ImageIndex(index=index, valid=valid, count=counts.to(torch.float32), block=block,
+                      ragged=not bool(valid.all()))
+
+
+def image_keys(is_image_prompt: torch.Tensor, kv: int) -> torch.Tensor:
+    """[B, kv] image-key mask from the prompt's [B, P] mask (generated keys are never image keys)."""
+    p = is_image_prompt.shape[1]
+    return is_image_prompt[:, :kv] if kv <= p else torch.nn.functional.pad(is_image_prompt, (0, kv - p))
+
+
+def row_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """Unmasked pre-softmax scores of the last query row, [B, H, kv] float32 (GQA keys shared, not copied).
+
+    query [B, H, q, d] (only the last row is used), key [B, H_kv, kv, d]. `out`, a contiguous float32
+    [B, H, kv] tensor, receives the scores (no new allocation).
+    """
+    b, h, _, d = query.shape
+    h_kv, kv = key.shape[1], key.shape[2]
+    rep = h // h_kv
+    scale = scaling if scaling is not None else d**-0.5
+    q_last = query[:, :, -1, :].reshape(b * h_kv, rep, d)  # [B H_kv, rep, d]
+    q_last = q_last.float() * scale if q_last.dtype != torch.float32 or scale != 1.0 else q_last
+    k = key if key.dtype == torch.float32 else key.float()
+    if out is None:
+        out = torch.empty(b, h, kv, dtype=torch.float32, device=query.device)
+    # one matrix product per (sample, KV head): [kv, d] @ [d, rep], stored transposed as [rep, kv]
+    if rep == 1:  # [kv, 1] has the memory layout of [1, kv]
+        torch.bmm(k.reshape(b * h_kv, kv, d), q_last.transpose(1, 2), out=out.view(b * h_kv, kv, 1))
+    else:
+        torch.bmm(q_last, k.reshape(b * h_kv, kv, d).transpose(1, 2), out=out.view(b * h_kv, rep, kv))
+    return out
+
+
+def allowed_keys(attention_mask: torch.Tensor | None, b: int, kv: int, device: torch.device) -> torch.Tensor:
+    """[B, kv] bool: the keys the last query row may see under `attention_mask` (None / bool / additive
+    [B, 1|H, q, kv]; an additive entry counts as hidden when it is -inf or the dtype's minimum)."""
+    if attention_mask is None:
+        return torch.ones(b, kv, dtype=torch.bool, device=device)
+    row = attention_mask[:, 0, -1, :kv]  # [B, kv]
+    if row.dtype == torch.bool:
+        return row
+    return torch.isfinite(row) & (row > torch.finfo(row.dtype).min / 2)
+
+
+def apply_row_mask(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask last-row scores [..., B, H, kv] with the last row of `attention_mask` (None / bool / additive
+    [B, 1|H, q, kv]); returns (scores with -inf where masked, allowed [B, kv])."""
+    allowed = allowed_keys(attention_mask, scores.shape[-3], scores.shape[-1], scores.device)
+    if attention_mask is None:
+        return scores, allowed
+    if attention_mask.dtype != torch.bool:  # additive: keep its biases
+        scores = scores + attention_mask[:, :, -1, : scores.shape[-1]].float()
+    return scores.masked_fill(~allowed[:, None, :], float("-inf")), allowed
+
+
+def mask_rows(scores: torch.Tensor, attention_mask: torch.Tensor | None, is_image: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like `apply_row_mask`, but leaves the row alone when `row_stats` can use it unmasked.
+
+    `row_stats` masks text keys itself, so a boolean (or absent) mask that allows every image key is
+    only returned as `allowed` [B, kv]; an additive mask (which may carry biases) or one that hides
+    image keys is applied.
+    """
+    if attention_mask is None or attention_mask.dtype == torch.bool:
+        allowed = allowed_keys(attention_mask, scores.shape[-3], scores.shape[-1], scores.device)
+        if attention_mask is None or not bool((is_image & ~allowed).any()):
+            return scores, allowed
+    return apply_row_mask(scores, attention_mask)
+
+
+class RunMasks:
+    """The image-key masks of one generate() call, shared by the recorder and score modifiers.
+
+    Built once from the prompt's [B, P] image-token mask; `keys(kv)` gives the [B, kv] mask for the
+    current key length (cached, it changes once per step) and `index` the image-key index.
+    """
+
+    def __init__(self, is_image_prompt: torch.Tensor):
+        self.prompt = is_image_prompt  # [B, P]
+        self.index: ImageIndex = image_index(is_image_prompt)
+        self._cache: tuple[int, torch.Tensor] | None = None
+
+    def keys(self, kv: int) -> torch.Tensor:
+        if self._cache is None or self._cache[0] != kv:
+            self._cache = (kv, image_keys(self.prompt, kv))
+        return self._cache[1]
+
+
+class Workspace:
+    """Reused float32 scratch buffers for per-step work.
+
+    A fresh multi-megabyte tensor every generated token is costly on the CPU: the allocator hands
+    large blocks back to the system and every page faults in again. Views of these buffers are
+    overwritten by the next call that takes the same name.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...] | torch.Size, device: torch.device) -> torch.Tensor:
+        """A contiguous float32 tensor of `shape` (uninitialised)."""
+        size = 1
+        for n in shape:
+            size *= int(n)
+        flat = self._flat.get(name)
+        if flat is None or flat.numel() < size or flat.device != device:
+            flat = self._flat[name] = torch.empty(int(size * 1.25) + 1, dtype=torch.float32, device=device)
+        return flat[:size].view(tuple(shape))
+
+
+def _scratch(work: Workspace | None, name: str, like: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    if work is None:
+        return torch.empty(shape, dtype=torch.float32, device=like.device)
+    return work.take(name, shape, like.device)
 
 
 @dataclass
 class RowStats:
-    head: torch.Tensor  # [B, F_head, H]
-    layer: torch.Tensor  # [B, F_layer]
-    img_probs: torch.Tensor  # [B, H, n_max] post-softmax image attention (0 at padding)
-    img_scores: torch.Tensor  # [B, H, n_max] pre-softmax image scores
+    head: torch.Tensor  # [..., B, F_head, H]
+    layer: torch.Tensor  # [..., B, F_layer]
+    img_mean_probs: torch.Tensor  # [..., B, n_max] head mean of the post-softmax image attention (0 at padding)
+    img_scores: torch.Tensor  # [..., B, H, n_max] pre-softmax image scores (may be a view of the input)
 
 
-def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tensor, img: ImageIndex) -> RowStats:
-    """Statistics of one layer's last-row scores.
+NEG_INF = float("-inf")
+TINY = torch.finfo(torch.float32).tiny
 
-    scores   [B, H, kv] pre-softmax scores B = q·Kᵀ·scaling + mask, -inf where masked (any float dtype)
-    is_image [B, kv] bool, image keys
-    allowed  [B, kv] bool, keys the attention mask lets the query see
+
+def _or_zero(x: torch.Tensor) -> torch.Tensor:
+    """x where finite, else 0 (a safe shift for rows that are all -inf)."""
+    return torch.where(torch.isfinite(x), x, 0.0)
+
+
+def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor]], like: torch.Tensor,
+                     work: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Max, sum and log-sum-exp over the kept keys of score parts [..., B, H, k] (keep masks [..., B, k]).
+
+    Returns three tensors shaped like `like` ([..., B, H]); -inf, 0 and -inf where nothing is kept.
     """
-    s = scores.float()  # [B, H, kv], -inf where masked
-    neg_inf = torch.tensor(float("-inf"), device=s.device)
-    lse = torch.logsumexp(s, dim=-1)  # [B, H]
+    t_max, t_sum, t_lse = torch.full_like(like, NEG_INF), torch.zeros_like(like), torch.full_like(like, NEG_INF)
+    for part, keep in parts:
+        if part.shape[-1] == 0:
+            continue
+        if bool(keep.all()):
+            masked, total = part, part.sum(-1)
+        else:
+            k = keep.unsqueeze(-2)
+            masked, total = part.masked_fill(~k, NEG_INF), torch.where(k, part, 0.0).sum(-1)
+        m = masked.amax(-1)
+        shift = _or_zero(m)
+        shifted = torch.sub(masked, shift[..., None], out=_scratch(work, "text", masked, masked.shape))
+        lse = shift + torch.log(shifted.exp_().sum(-1))
+        t_max, t_sum, t_lse = torch.maximum(t_max, m), t_sum + total, torch.logaddexp(t_lse, lse)
+    return t_max, t_sum, t_lse
 
-    text = allowed & ~is_image
-    text[:, -1] = False  # the query's own key
-    txt_m = text[:, None, :]
-    n_txt = text.sum(-1).clamp(min=1).to(torch.float32)[:, None]  # [B, 1]
+
+def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tensor, img: ImageIndex,
+              work: Workspace | None = None) -> RowStats:
+    """Statistics of last-row scores of one or more layers.
+
+    scores   [..., B, H, kv] pre-softmax scores B = q·Kᵀ·scaling, masked (-inf) or not: text keys
+             outside `allowed` are ignored here, image keys must be allowed
+    is_image [B, kv] bool, image keys
+    allowed  [B, kv] bool, keys the attention mask lets the query see (or [..., B, kv], per layer)
+    work     reused scratch buffers (the returned `img_scores` may be a view of them or of `scores`)
+    """
+    s = scores if scores.dtype == torch.float32 else scores.float()
+    kv, h = s.shape[-1], s.shape[-2]
+    block = img.block if img.block is not None and img.block[1] < kv else None  # query's own key not in it
+    x0 = img.gather(s, out=None if work is None else work)  # [..., B, H, n]
+    x = x0
+    if img.ragged:
+        pad = ~img.valid[:, None, :]
+        x, x0 = x0.masked_fill(pad, NEG_INF), x0.masked_fill(pad, 0.0)
+    if block is not None:  # text keys: before and after the image block, the query's own key excluded
+        start, stop = block
+        before, after = allowed[..., :start], allowed[..., stop: kv - 1]
+        parts = [(s[..., :start], before), (s[..., stop: kv - 1], after)]
+        self_score = s[..., kv - 1]
+        n_txt = before.sum(-1) + after.sum(-1)
+    else:
+        text = allowed[..., : kv - 1] & ~is_image[:, : kv - 1]
+        parts = [(s[..., : kv - 1], text)]
+        self_score = s[..., kv - 1].masked_fill(is_image[:, -1:], NEG_INF)  # an image key counts as image
+        n_txt = text.sum(-1)
+    t_max, t_sum, t_lse = _text_reductions(parts, self_score, work)
+    n_txt = n_txt.clamp(min=1).to(torch.float32)[..., None]  # [..., B, 1]
     n_img = img.count.clamp(min=1)[:, None]
 
-    gather = img.index[:, None, :].expand(-1, s.shape[1], -1)  # [B, H, n]
-    valid = img.valid[:, None, :]
-    img_scores = torch.where(valid, torch.gather(s, -1, gather), 0.0)  # [B, H, n]
-    img_probs = torch.where(valid, torch.exp(img_scores - lse[..., None]), 0.0)  # [B, H, n]
+    m = x.amax(-1)  # [..., B, H] image maximum V
+    shift = _or_zero(m)
+    e = torch.sub(x, shift[..., None], out=_scratch(work, "image", x, x.shape)).exp_()  # [..., B, H, n]
+    z = e.sum(-1)
+    lse_img = shift + torch.log(z)
+    lse = torch.logaddexp(torch.logaddexp(lse_img, t_lse), self_score)  # [..., B, H]
+    var = torch.exp(lse_img - lse)
+    has = z > 0
+    zs = z.clamp(min=TINY)
+    weights = torch.stack([torch.exp(shift - lse) / h, has / (h * zs)], dim=-2)  # [..., B, 2, H]
+    means = weights @ e  # [..., B, 2, n]: Ā (head mean of A_I) and P̄ (head mean of P)
+    a_bar, p_bar = means[..., 0, :], means[..., 1, :]
+    cross = (e @ torch.log(p_bar.clamp(min=TINY))[..., None]).squeeze(-1) / zs  # Σ P log P̄
+    # entropy of P = e / z: log z + max - Σ P B (e is overwritten: the last use)
+    img_entropy = torch.where(has, torch.log(zs) + shift - e.mul_(x0).sum(-1) / zs, 0.0)
+    kl = torch.where(has, -img_entropy - cross, 0.0)  # [..., B, H]
 
-    var = img_probs.sum(-1)  # [B, H]
-    v_max = torch.where(valid, img_scores, neg_inf).amax(-1)
-    s_txt = s.masked_fill(~txt_m, float("-inf"))  # [B, H, kv], text keys only
-    t_max = s_txt.amax(-1)
-    img_mean = img_scores.sum(-1) / n_img
-    txt_mean = torch.where(txt_m, s, 0.0).sum(-1) / n_txt
-    # mean text attention: everything that is neither image nor the query's own key (masked keys are 0)
-    p_self = torch.exp(s[..., -1] - lse)
-    txt_prob = (1.0 - var - p_self).clamp(min=0.0) / n_txt
-
-    tiny = torch.finfo(torch.float32).tiny
-    p = img_probs / var.clamp(min=tiny)[..., None]  # [B, H, n]
-    # log P_i = B_i - lse - log VAR, with no log of the [B, H, n] probabilities (0 at padded slots)
-    log_p = img_scores - (lse + torch.log(var.clamp(min=tiny)))[..., None]
-    xlogx = p * log_p
-    img_entropy = -xlogx.sum(-1)
-    p_bar = p.mean(1, keepdim=True)  # [B, 1, n]
-    kl = (xlogx - p * torch.log(p_bar.clamp(min=tiny))).sum(-1)  # [B, H]
-
-    a_bar = img_probs.mean(1)  # [B, n]
     ent = -(a_bar * torch.log(a_bar + EPS)).sum(-1)
-    a_norm = a_bar / a_bar.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    a_norm = a_bar / a_bar.sum(-1, keepdim=True).clamp(min=TINY)
     ent_renorm = -(a_norm * torch.log(a_norm + EPS)).sum(-1)
 
-    head = torch.stack(
-        [var, v_max, t_max, img_mean, txt_mean, var / n_img, txt_prob, lse, img_entropy, kl], dim=1
-    )  # [B, F_head, H]
-    layer = torch.stack([ent, ent_renorm, kl.mean(-1)], dim=1)  # [B, F_layer]
-    return RowStats(head=head, layer=layer, img_probs=img_probs, img_scores=img_scores)
+    head = torch.stack([var, m, t_max, x0.sum(-1) / n_img, t_sum / n_txt, var / n_img,
+                        torch.exp(t_lse - lse) / n_txt, lse, img_entropy, kl], dim=-2)  # [..., B, F_head, H]
+    layer = torch.stack([ent, ent_renorm, kl.mean(-1)], dim=-1)  # [..., B, F_layer]
+    return RowStats(head=head, layer=layer, img_mean_probs=a_bar, img_scores=x0)
