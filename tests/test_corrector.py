@@ -79,8 +79,10 @@ class Spy:
     def __init__(self, inner):
         self.inner = inner
         self.calls = []
+        self.blocks = set()  # the image-key blocks seen (None: gathered keys)
 
     def modify(self, layer, scores, ctx):
+        self.blocks.add(ctx.image_index.block)
         new = self.inner.modify(layer, scores, ctx)
         self.calls.append((layer, ctx.step, ctx.run, scores.clone(), ctx.is_image.clone(), ctx.allowed.clone(),
                            (scores if new is None else new).clone()))
@@ -110,15 +112,17 @@ CONFIGS = [
 # ---------------------------------------------------------------- random rows ----
 
 
-def _simulate(modifier, steps=12, nb=3, H=4, prompt=14, seed=0, runs=2):
-    """Drive a modifier like a generation: growing kv, left padding, ragged image spans, 3 layers."""
+def _simulate(modifier, steps=12, nb=3, H=4, prompt=14, seed=0, runs=2, layout="ragged"):
+    """Drive a modifier like a generation: growing kv, 3 layers, and either left padding with ragged
+    image spans (gathered image keys) or one shared image block (sliced image keys)."""
     g = torch.Generator().manual_seed(seed)
     is_image_p = torch.zeros(nb, prompt, dtype=torch.bool)
-    pad = [0, 2, 4]
-    spans = [(3, 9), (4, 8), (6, 12)]
+    pad = [0, 2, 4] if layout == "ragged" else [0] * nb
+    spans = [(3, 9), (4, 8), (6, 12)] if layout == "ragged" else [(3, 9)] * nb
     for b in range(nb):
         is_image_p[b, spans[b][0]: spans[b][1]] = True
     index = image_index(is_image_p)
+    assert (index.block is None) == (layout == "ragged")
     for run in range(1, runs + 1):
         for step in range(steps):
             kv = prompt + step
@@ -133,11 +137,12 @@ def _simulate(modifier, steps=12, nb=3, H=4, prompt=14, seed=0, runs=2):
                 modifier.modify(layer, B, ctx)
 
 
+@pytest.mark.parametrize("layout", ["ragged", "block"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"k{c.k}-W{c.window}-g{int(c.gate)}h{int(c.history)}c{int(c.head_correction)}")
-def test_fast_equals_slow_reference_on_random_rows(cfg):
+def test_fast_equals_slow_reference_on_random_rows(cfg, layout):
     cfg = dataclasses.replace(cfg)  # a fresh corrector, no state from other tests
     spy = Spy(cfg)
-    _simulate(spy)
+    _simulate(spy, layout=layout)
     assert len(spy.calls) == 2 * 12 * 3
     changed = sum(not torch.equal(c[3], c[6]) for c in spy.calls)
     assert changed > 0  # the corrector did act
@@ -156,6 +161,7 @@ def gen_model(request):
     adapter = adapter_for(model, processor)
     images = tiny.random_images(3, seed=5, sizes=IMAGE_SIZES)
     inputs = adapter.build_inputs(images, PROMPTS)  # different prompt lengths: left padding
+    model.single_inputs = adapter.build_inputs(images[:1], PROMPTS[:1])  # one sample: no padding
     return request.param, model, inputs
 
 
@@ -167,8 +173,22 @@ def test_fast_equals_slow_reference_in_generation(gen_model, cfg):
     with afip_probe.correct(model, spy):
         model.generate(**inputs, max_new_tokens=10, do_sample=False)
     assert len(spy.calls) == 3 * 10
+    assert spy.blocks == {None}  # left padding moves the image: gathered keys
     assert any(not torch.equal(c[3], c[6]) for c in spy.calls)
     assert _replay(spy, cfg, num_layers=3) < 1e-5
+
+
+def test_fast_equals_slow_reference_single_sample(gen_model):
+    """One sample: the image keys are one block (sliced, not gathered) and nothing is padded."""
+    _name, model, inputs = gen_model
+    single = model.single_inputs
+    spy = Spy(dataclasses.replace(CONFIGS[0]))
+    with afip_probe.correct(model, spy):
+        model.generate(**single, max_new_tokens=10, do_sample=False)
+    assert len(spy.calls) == 3 * 10
+    assert None not in spy.blocks
+    assert any(not torch.equal(c[3], c[6]) for c in spy.calls)
+    assert _replay(spy, CONFIGS[0], num_layers=3) < 1e-5
 
 
 def _plain(model, inputs, n=8):

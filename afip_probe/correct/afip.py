@@ -62,7 +62,8 @@ class AFIP:
     gate: bool = True
     avg_divisor: str = "H"  # "H" as printed in the paper, or "k"
     _layers: frozenset[int] | None = field(init=False, repr=False, default=None)
-    _hist: dict[int, list[torch.Tensor]] = field(init=False, repr=False, default_factory=dict)
+    # per layer: the unmodified image rows of the last W steps, [B, H, W, n] (a ring), and rows written
+    _hist: dict[int, tuple[torch.Tensor, int]] = field(init=False, repr=False, default_factory=dict)
     _run: tuple[int, int] = field(init=False, repr=False, default=(-1, -1))
 
     name = "afip"
@@ -87,50 +88,94 @@ class AFIP:
             self._hist, self._run = {}, run
         if layer not in self.layer_set(context.num_layers):
             return None
-        index = context.image_index  # gather index of the image keys, [B, n]
-        img = scores.gather(-1, index.index[:, None, :].expand(-1, scores.shape[1], -1))  # [B, H, n]
-        hist = self._hist.setdefault(layer, [])
-        past = hist[-self.window:]  # rows of steps t-len(past) .. t-1, oldest first
-        hist.append(img)
-        if len(hist) > self.window:
-            del hist[0]
-        if not (self.head_correction or self.history):
-            return None
-        delta = correction(scores, img, index.valid, past, context.is_image, context.allowed, self)
+        index = context.image_index
+        img = index.gather(scores)  # [B, H, n] C_t, unmodified (a view when the image keys form a block)
+        ring, written = self._hist.get(layer, (None, 0))
+        if ring is None or ring.shape != (*img.shape[:2], self.window, img.shape[-1]):
+            ring, written = img.new_empty(*img.shape[:2], self.window, img.shape[-1]), 0
+        delta = None
+        if self.head_correction or self.history:
+            delta = correction(scores, img, ring, min(written, self.window), written, context, self)
+        ring[:, :, written % self.window].copy_(img)  # after reading: this slot may hold the oldest row
+        self._hist[layer] = (ring, written + 1)
         if delta is None:
             return None
-        return scores.scatter_add(-1, index.index[:, None, :].expand_as(delta), delta)
+        out = scores.clone()
+        if index.block is not None:
+            out[..., index.block[0]: index.block[1]] += delta
+        else:
+            out.scatter_add_(-1, index.index[:, None, :].expand_as(delta), delta)
+        return out
 
 
-def correction(scores: torch.Tensor, img: torch.Tensor, valid: torch.Tensor, past: list[torch.Tensor],
-               is_image: torch.Tensor, allowed: torch.Tensor, cfg: AFIP) -> torch.Tensor | None:
-    """G·(Δ1 + Δ2) on the image keys, [B, H, n] (zero on padded image slots), or None if all gates are shut."""
-    b, h, kv = scores.shape
-    gate = torch.ones(b, h, dtype=torch.bool, device=scores.device)  # [B, H]
+def _take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x[b, rows[b, j]] for x [B, H, n] (contiguous) and rows [B, k] -> [B, k, n] (one index_select)."""
+    b, h, n = x.shape
+    flat = rows + torch.arange(b, device=rows.device)[:, None] * h  # [B, k]
+    return x.view(b * h, n).index_select(0, flat.view(-1)).view(b, -1, n)
+
+
+def text_max(scores: torch.Tensor, context: Any) -> torch.Tensor:
+    """T: the maximum over allowed non-image keys, the query's own key excluded, [B, H] (-inf if none).
+
+    `scores` [B, H, kv] are masked (-inf where the mask hides a key).
+    """
+    kv, index = scores.shape[-1], context.image_index
+    if index.block is not None and index.block[1] < kv:
+        start, stop = index.block
+        parts = [p for p in (scores[..., :start], scores[..., stop: kv - 1]) if p.shape[-1]]
+        if not parts:
+            return scores.new_full(scores.shape[:-1], NEG_INF)
+        top = parts[0].amax(-1)
+        return top if len(parts) == 1 else torch.maximum(top, parts[1].amax(-1))
+    text = getattr(context, "text", None)
+    if text is None:
+        text = context.allowed & ~context.is_image  # [B, kv], a new tensor
+        text[:, -1] = False  # the query's own key
+    return scores.masked_fill(~text[:, None, :], NEG_INF).amax(-1)
+
+
+def correction(scores: torch.Tensor, img: torch.Tensor, ring: torch.Tensor, m: int, written: int,
+               context: Any, cfg: AFIP) -> torch.Tensor | None:
+    """G·(Δ1 + Δ2) on the image keys, [B, H, n] (zero on padded image slots), or None if all gates are shut.
+
+    img [B, H, n] this step's image scores; ring [B, H, W, n] the previous rows (`written` so far, the
+    last `m` of them usable).
+    """
+    b, h, n = img.shape
+    valid = context.image_index.valid  # [B, n]
+    ragged = context.image_index.ragged
+    gate = None
     if cfg.gate:
-        text_ok = allowed & ~is_image  # [B, kv], a new tensor
-        text_ok[:, -1] = False  # the query's own key
-        t_max = scores.masked_fill(~text_ok[:, None, :], NEG_INF).amax(-1)  # [B, H]
-        v_max = img.masked_fill(~valid[:, None, :], NEG_INF).amax(-1)  # [B, H]
-        gate = (t_max - v_max) < cfg.tau
+        v_max = (img.masked_fill(~valid[:, None, :], NEG_INF) if ragged else img).amax(-1)  # [B, H]
+        gate = (text_max(scores, context) - v_max) < cfg.tau
         if not bool(gate.any()):
             return None
-    delta = torch.zeros_like(img)  # [B, H, n]
+    delta = None
     if cfg.head_correction:
-        mag = img.abs().masked_fill(~valid[:, None, :], 0.0)  # [B, H, n]
+        mag = img.abs()  # [B, H, n]
+        if ragged:
+            mag = mag.masked_fill(~valid[:, None, :], 0.0)
         k = min(cfg.k, h)
         top = mag.amax(-1).topk(k, dim=-1).indices  # [B, k]
-        chosen = torch.zeros(b, h, 1, dtype=mag.dtype, device=mag.device).scatter_(1, top[:, :, None], 1.0)
+        chosen = _take_rows(mag, top)  # [B, k, n]
         div = h if cfg.avg_divisor == "H" else k
-        avg = (mag * chosen).sum(1) / div  # [B, n]
-        var = (((mag - avg[:, None, :]) ** 2) * chosen).sum(1) / div  # [B, n]
-        delta = delta + (avg - cfg.alpha * var)[:, None, :]
-    if cfg.history and past:
-        m = len(past)
-        prev_keys = scores[:, :, kv - 1 - m: kv - 1].flip(-1)  # [B, H, m], j = 0 is key q-1 (step t-1)
-        r = prev_keys.argmax(-1)  # [B, H]
-        stack = torch.stack(past[::-1], dim=2)  # [B, H, m, n], j = 0 is step t-1
-        chosen_rows = stack.gather(2, r[:, :, None, None].expand(-1, -1, 1, stack.shape[-1])).squeeze(2)
-        delta = delta + cfg.gamma * chosen_rows
-    delta = delta * gate[:, :, None] * valid[:, None, :]
+        avg = chosen.sum(1) / div  # [B, n]
+        var = (chosen - avg[:, None, :]).square().sum(1).div_(div)
+        delta = torch.add(avg, var, alpha=-cfg.alpha)[:, None, :]  # [B, 1, n] Δ1, the same for every head
+    if cfg.history and m:
+        kv = scores.shape[-1]
+        j = scores[:, :, kv - 1 - m: kv - 1].flip(-1).argmax(-1)  # [B, H]; j = 0 is key q-1 (step t-1)
+        w = ring.shape[2]
+        slot = (written - 1 - j) % w + torch.arange(b * h, device=j.device).view(b, h) * w  # row of step t-1-j
+        chosen = ring.view(b * h * w, n).index_select(0, slot.view(-1)).view(b, h, n)  # [B, H, n]
+        delta = chosen * cfg.gamma if delta is None else torch.add(delta, chosen, alpha=cfg.gamma)
+    if delta is None:
+        return None
+    if gate is not None:
+        delta = delta * gate[:, :, None].to(delta.dtype)
+    elif delta.shape[1] != h:
+        delta = delta.expand(b, h, n)
+    if ragged:
+        delta = delta * valid[:, None, :]
     return delta

@@ -33,7 +33,7 @@ import torch
 from ..errors import AfipError
 from ..models import ModelAdapter, adapter_for
 from .recorder import RecordConfig, Recorder
-from .rowstats import ImageIndex, RunMasks, apply_row_mask, row_scores
+from .rowstats import ImageIndex, RunMasks, allowed_keys, apply_row_mask, row_scores
 
 IMPLEMENTATION = "afip_probe"
 
@@ -42,7 +42,11 @@ class ScoreModifier(Protocol):
     """Changes a layer's last-row pre-softmax scores (e.g. the AFIP corrector, DESIGN §7)."""
 
     def modify(self, layer: int, scores: torch.Tensor, context: "RowContext") -> torch.Tensor | None:
-        """Return modified scores [B, H, kv] for `layer`, or None to leave the row alone."""
+        """Return modified scores [B, H, kv] for `layer`, or None to leave the row alone.
+
+        A modifier may also define ``layer_set(num_layers)``, the layers it can act on; the others then
+        run the model's attention untouched (no score row is computed for them unless traced).
+        """
 
 
 @dataclass
@@ -55,6 +59,7 @@ class RowContext:
     image_index: ImageIndex  # gather index of each sample's image keys, [B, n_max]
     num_layers: int
     run: int  # unique per generate() call (process-wide); a modifier resets its state when it changes
+    text: torch.Tensor | None = None  # [B, kv] allowed non-image keys, the query's own key excluded
 
 
 def _sdpa(*args: Any, **kwargs: Any) -> Any:
@@ -85,33 +90,80 @@ class _Session:
         self.step = -1
         self.run = 0
         self.masks: RunMasks | None = None  # image-key masks of the current generate() call
+        self._mask_cache: tuple[tuple[int, int, int], torch.Tensor | None, _RowMask] | None = None
+        self.acting: frozenset[int] = frozenset()  # layers some modifier may change (set per generate call)
         self.in_generate = False
+
+    def start_run(self, masks: RunMasks) -> None:
+        self.masks = masks
+        self.step = -1
+        self.run = next(_RUN_IDS)
+        every = frozenset(self.layer_of.values())
+        self.acting = frozenset().union(*(
+            frozenset(m.layer_set(len(every))) if hasattr(m, "layer_set") else every for m in self.modifiers))
 
     def attention(self, layer: int, module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-        output, weights = _sdpa(module, query, key, value, attention_mask, **kwargs)
         if not self.in_generate:
-            return output, weights
+            return _sdpa(module, query, key, value, attention_mask, **kwargs)
         if not self.modifiers:
             if self.recorder is not None:  # masked and summarised for all layers at once, per step
-                self.recorder.on_raw_scores(layer, row_scores(query, key, kwargs.get("scaling")), attention_mask)
-            return output, weights
-        scores, allowed = last_row_scores(query, key, attention_mask, kwargs.get("scaling"))
-        if self.recorder is not None:
-            self.recorder.on_scores(layer, scores, allowed)
+                self.recorder.on_raw_row(layer, query, key, kwargs.get("scaling"), attention_mask)
+            return _sdpa(module, query, key, value, attention_mask, **kwargs)
+        if self.recorder is None and layer not in self.acting:
+            return _sdpa(module, query, key, value, attention_mask, **kwargs)
         assert self.masks is not None
-        context = RowContext(step=self.step, is_image=self.masks.keys(scores.shape[-1]), allowed=allowed,
-                             image_index=self.masks.index, num_layers=len(self.layer_of), run=self.run)
+        kv = key.shape[2]
+        mask = self._row_mask(attention_mask, kv)
+        scores = row_scores(query, key, kwargs.get("scaling"))  # [B, H, kv]
+        if attention_mask is not None and attention_mask.dtype != torch.bool:  # additive: may carry biases
+            scores, _ = apply_row_mask(scores, attention_mask)
+        elif mask.hidden is not None:
+            scores = scores.masked_fill(mask.hidden, float("-inf"))
+        if self.recorder is not None:
+            self.recorder.on_scores(layer, scores, mask.allowed)
+        context = RowContext(step=self.step, is_image=self.masks.keys(kv), allowed=mask.allowed,
+                             image_index=self.masks.index, num_layers=len(self.layer_of), run=self.run,
+                             text=mask.text)
         modified = scores
         for modifier in self.modifiers:
             new = modifier.modify(layer, modified, context)
             modified = modified if new is None else new
         if self.recorder is not None:
-            self.recorder.on_corrected(layer, modified, allowed)
-        if modified is not scores:
-            output = output.clone()
-            output[:, -1] = _row_output(modified, value).to(output.dtype)
+            self.recorder.on_corrected(layer, modified, mask.allowed)
+        if modified is scores:  # unchanged: the model's own attention, exactly
+            return _sdpa(module, query, key, value, attention_mask, **kwargs)
+        row = _row_output(modified, value).to(query.dtype)  # [B, H, d]
+        if query.shape[2] == 1:  # a decoding step: this row is the whole output, SDPA is not needed
+            return row[:, None], None
+        output, weights = _sdpa(module, query, key, value, attention_mask, **kwargs)  # [B, q, H, d], a new tensor
+        output[:, -1] = row
         return output, weights
+
+    def _row_mask(self, attention_mask: torch.Tensor | None, kv: int) -> "_RowMask":
+        """The last-row masks for this step and key length (computed once per step, not per layer)."""
+        cached = self._mask_cache
+        if cached is None or cached[0] != (self.run, self.step, kv) or cached[1] is not attention_mask:
+            assert self.masks is not None
+            cached = self._mask_cache = ((self.run, self.step, kv), attention_mask,
+                                         _RowMask.build(attention_mask, self.masks.keys(kv)))
+        return cached[2]
+
+
+@dataclass
+class _RowMask:
+    allowed: torch.Tensor  # [B, kv] keys the query may see
+    hidden: torch.Tensor | None  # [B, 1, kv] keys it may not (None: all visible)
+    text: torch.Tensor  # [B, kv] allowed non-image keys, the query's own key excluded
+
+    @staticmethod
+    def build(attention_mask: torch.Tensor | None, is_image: torch.Tensor) -> "_RowMask":
+        b, kv = is_image.shape
+        allowed = allowed_keys(attention_mask, b, kv, is_image.device)
+        text = allowed & ~is_image
+        text[:, -1] = False
+        hidden = None if bool(allowed.all()) else ~allowed[:, None, :]
+        return _RowMask(allowed=allowed, hidden=hidden, text=text)
 
 
 def _row_output(scores: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -224,9 +276,7 @@ def _generate(session: _Session, original: Any, *args: Any, **kwargs: Any) -> An
         raise AfipError("tracing supports greedy and sampling with one sequence per prompt (num_beams=1)")
     inputs = dict(kwargs, input_ids=input_ids)
     layouts = session.adapter.layouts(inputs)
-    session.masks = RunMasks(input_ids == session.adapter.image_token_id)
-    session.step = -1
-    session.run = next(_RUN_IDS)
+    session.start_run(RunMasks(input_ids == session.adapter.image_token_id))
     if session.recorder is not None:
         session.recorder.start_run(input_ids, kwargs.get("attention_mask"), layouts, session.masks)
     session.in_generate = True
