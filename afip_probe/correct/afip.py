@@ -102,16 +102,27 @@ class AFIP:
             return None
         out = scores.clone()
         if index.block is not None:
-            out[..., index.block[0]: index.block[1]] += delta
+            out[..., index.block[0]: index.block[1]].add_(delta)  # in place on the slice (no write-back copy)
         else:
             out.scatter_add_(-1, index.index[:, None, :].expand_as(delta), delta)
         return out
 
 
+_OFFSETS: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def _offsets(b: int, stride: int, device: torch.device) -> torch.Tensor:
+    """[B, 1] row offsets 0, stride, 2·stride, ... (cached: built once per shape)."""
+    key = (b, stride, device)
+    if key not in _OFFSETS:
+        _OFFSETS[key] = torch.arange(b, device=device)[:, None] * stride
+    return _OFFSETS[key]
+
+
 def _take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """x[b, rows[b, j]] for x [B, H, n] (contiguous) and rows [B, k] -> [B, k, n] (one index_select)."""
     b, h, n = x.shape
-    flat = rows + torch.arange(b, device=rows.device)[:, None] * h  # [B, k]
+    flat = rows + _offsets(b, h, rows.device)  # [B, k]
     return x.view(b * h, n).index_select(0, flat.view(-1)).view(b, -1, n)
 
 
@@ -167,8 +178,8 @@ def correction(scores: torch.Tensor, img: torch.Tensor, ring: torch.Tensor, m: i
         kv = scores.shape[-1]
         j = scores[:, :, kv - 1 - m: kv - 1].flip(-1).argmax(-1)  # [B, H]; j = 0 is key q-1 (step t-1)
         w = ring.shape[2]
-        slot = (written - 1 - j) % w + torch.arange(b * h, device=j.device).view(b, h) * w  # row of step t-1-j
-        chosen = ring.view(b * h * w, n).index_select(0, slot.view(-1)).view(b, h, n)  # [B, H, n]
+        slot = (written - 1 - j) % w  # [B, H] ring slot of step t-1-j
+        chosen = _take_rows(ring.view(b, h * w, n), slot + _offsets(h, w, j.device).view(1, h))  # [B, H, n]
         delta = chosen * cfg.gamma if delta is None else torch.add(delta, chosen, alpha=cfg.gamma)
     if delta is None:
         return None

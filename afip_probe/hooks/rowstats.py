@@ -227,9 +227,9 @@ NEG_INF = float("-inf")
 TINY = torch.finfo(torch.float32).tiny
 
 
-def _or_zero(x: torch.Tensor) -> torch.Tensor:
-    """x where finite, else 0 (a safe shift for rows that are all -inf)."""
-    return torch.where(torch.isfinite(x), x, 0.0)
+def _safe_shift(m: torch.Tensor) -> torch.Tensor:
+    """A maximum usable as a shift: -inf (a row with nothing kept) becomes the lowest finite float."""
+    return m.clamp(min=torch.finfo(m.dtype).min)
 
 
 def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor]], like: torch.Tensor,
@@ -248,7 +248,7 @@ def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor]], like: torch
             k = keep.unsqueeze(-2)
             masked, total = part.masked_fill(~k, NEG_INF), torch.where(k, part, 0.0).sum(-1)
         m = masked.amax(-1)
-        shift = _or_zero(m)
+        shift = _safe_shift(m)
         shifted = torch.sub(masked, shift[..., None], out=_scratch(work, "text", masked, masked.shape))
         lse = shift + torch.log(shifted.exp_().sum(-1))
         t_max, t_sum, t_lse = torch.maximum(t_max, m), t_sum + total, torch.logaddexp(t_lse, lse)
@@ -289,7 +289,7 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     n_img = img.count.clamp(min=1)[:, None]
 
     m = x.amax(-1)  # [..., B, H] image maximum V
-    shift = _or_zero(m)
+    shift = _safe_shift(m)
     e = torch.sub(x, shift[..., None], out=_scratch(work, "image", x, x.shape)).exp_()  # [..., B, H, n]
     z = e.sum(-1)
     lse_img = shift + torch.log(z)
