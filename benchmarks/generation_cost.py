@@ -8,21 +8,24 @@ times one greedy ``generate()`` of exactly N new tokens (``min_new_tokens = max_
     eager   eager attention with output_attentions=True, return_dict_in_generate=True
     afip / pai / hgai     a corrector on (no recording)
 
-and records each call's peak memory above the process's level before the call (RSS sampled every
-2 ms on CPU; ``torch.cuda.max_memory_allocated`` on CUDA). It prints medians and ratios to plain
-and writes the table as JSON.
+and records each call's peak memory above the level before the call (on CPU glibc's bytes in use,
+sampled every 2 ms; ``torch.cuda.max_memory_allocated`` on CUDA). It prints medians and ratios to
+plain and writes the table as JSON.
 
 Models: ``organism`` (the bundled checkpoint) and ``wide`` (random weights with LLaVA-1.5-7B's
-attention shape scaled in width only: 32 layers, 32 heads, 576 image tokens, head dim 8).
+attention shape scaled in width only: 32 layers, 32 heads, 576 image tokens, head dim 8, or
+``--wide-head-dim``), or any model name `afip_probe.models.load` accepts.
 
     python benchmarks/generation_cost.py --models wide organism --tokens 64 256 512 --reps 3
     python benchmarks/generation_cost.py --models llava-hf/llava-1.5-7b-hf --device cuda --dtype float16
+    python benchmarks/generation_cost.py --markdown benchmarks/results/generation_cost.json   # README table
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import platform
@@ -46,11 +49,14 @@ VARIANTS = ["plain", "stats", "maps", "full", "eager", "afip", "pai", "hgai"]
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def wide_model() -> LoadedModel:
-    """Random weights, LLaVA-1.5-7B attention shape (32 x 32 heads, 576 image tokens), head dim 8."""
-    model, processor = tiny.tiny_llava(layers=32, heads=32, hidden=256, intermediate=512, image_size=336,
+def wide_model(head_dim: int = 8) -> LoadedModel:
+    """Random weights, LLaVA-1.5-7B attention shape (32 x 32 heads, 576 image tokens), head dim 8 by default
+    (hidden 32 x head_dim, MLP twice that)."""
+    hidden = 32 * head_dim
+    model, processor = tiny.tiny_llava(layers=32, heads=32, hidden=hidden, intermediate=2 * hidden, image_size=336,
                                        patch_size=14, vision_layers=1, vision_hidden=32, seed=0)
-    return LoadedModel(model, processor, adapter_for(model, processor), "wide-random (32L x 32H, 576 img tok)")
+    name = "wide-random (32L x 32H, 576 img tok)" + ("" if head_dim == 8 else f", head dim {head_dim}")
+    return LoadedModel(model, processor, adapter_for(model, processor), name)
 
 
 def _rss() -> int:
@@ -58,8 +64,38 @@ def _rss() -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _heap_in_use() -> Callable[[], int] | None:
+    """glibc's bytes in use (heap chunks + mmapped blocks), or None off glibc. Unlike RSS it falls when
+    memory is freed, so each call's peak is its own even after earlier calls grew the process."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+
+    def in_use() -> int:
+        info = fn()
+        return int(info.uordblks + info.hblkhd)
+
+    return in_use
+
+
+_IN_USE = _heap_in_use()
+
+
 class PeakMemory:
-    """Peak memory of a block above the level at its start (CPU: sampled RSS; CUDA: allocator peak)."""
+    """Peak memory of a block above the level at its start.
+
+    CUDA: the allocator's peak. CPU: glibc's bytes in use (`mallinfo2`, sampled every 2 ms), or the
+    resident set size where that is not available.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -71,7 +107,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
             return self
-        self.base = _rss()
+        self._probe = _IN_USE or _rss
+        self.base = self._probe()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -79,7 +116,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _rss() - self.base)
+            self.peak = max(self.peak, self._probe() - self.base)
             time.sleep(0.002)
 
     def __exit__(self, *exc: Any) -> None:
@@ -89,7 +126,7 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
-            self.peak = max(self.peak, _rss() - self.base)
+            self.peak = max(self.peak, self._probe() - self.base)
 
 
 def runner(m: LoadedModel, variant: str, inputs: dict[str, Any], n: int) -> Callable[[], Any]:
@@ -155,23 +192,45 @@ def bench_model(m: LoadedModel, tokens: list[int], reps: int, variants: list[str
     return rows
 
 
+def markdown(table: dict[str, Any]) -> str:
+    """The README's table from a written JSON table: one row per model and length, ratio (extra peak MB)."""
+    variants = list(dict.fromkeys(r["variant"] for r in table["rows"]))
+    lines = ["| model | new tokens | plain (s) | " + " | ".join(v for v in variants if v != "plain") + " |",
+             "|---|---|---|" + "---|" * (len(variants) - 1)]
+    groups: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in table["rows"]:
+        groups.setdefault((r["model"], r["new_tokens"]), {})[r["variant"]] = r
+    for (model, n), by in groups.items():
+        cells = [f"{by[v]['ratio_to_plain']:.2f}× ({by[v]['extra_mem_mb_vs_plain']:+.0f} MB)"
+                 for v in variants if v != "plain"]
+        lines.append(f"| {model} | {n} | {by['plain']['median_s']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["wide", "organism"])
     p.add_argument("--tokens", nargs="+", type=int, default=[64, 256, 512])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    p.add_argument("--wide-head-dim", type=int, default=8, help="head dim of the wide model (hidden = 32 x this)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--out", default="benchmarks/results/generation_cost.json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--markdown", metavar="JSON", help="print the markdown table of a written JSON table and exit")
     args = p.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
     for name in args.models:
-        m = wide_model() if name == "wide" else load(name, device=args.device, dtype=args.dtype)
+        m = wide_model(args.wide_head_dim) if name == "wide" else load(name, device=args.device, dtype=args.dtype)
+        if name == "organism":
+            m.name = "organism"
         if name == "wide":
             m.model.to(args.device)
         rows += bench_model(m, args.tokens, args.reps, args.variants, args.seed)

@@ -93,7 +93,7 @@ class _Rows:
         return len(seen) == steps * self.num_layers and all(step < steps for step, _ in seen)
 
     def array(self, name: str, steps: int) -> np.ndarray | None:
-        """[T, L, B, ...] float32 numpy array of one statistic, or None if it was not kept."""
+        """[T, L, B, ...] numpy array of one statistic in its kept dtype, or None if it was not kept."""
         items = self.items[name]
         if not items:
             return None
@@ -101,7 +101,8 @@ class _Rows:
         out = torch.zeros((steps, self.num_layers, *first.shape[1:]), dtype=first.dtype, device=first.device)
         for step, layers, t in items:
             out[step, layers] = t
-        return out.float().cpu().numpy()
+        items.clear()  # the assembled array replaces the per-step rows
+        return out.cpu().numpy()
 
 
 class _Run:
@@ -256,7 +257,6 @@ class Recorder:
         logprob = torch.stack(run.logprob, dim=1).cpu().numpy()  # [B, T]
         eos = set(eos_token_ids)
         out = []
-        array_dtype = np.dtype(self.config.array_dtype)
         for b, layout in enumerate(run.layouts):
             ids = generated[b].tolist()
             length = next((i + 1 for i, tok in enumerate(ids) if tok in eos), len(ids))
@@ -269,8 +269,9 @@ class Recorder:
                 layer={f: np.ascontiguousarray(layer[:length, :, b, i]) for i, f in enumerate(LAYER_FIELDS)},
                 token_entropy=entropy[b, :length].copy(),
                 logprob=logprob[b, :length].copy(),
-                maps=None if maps is None else maps[:length, :, b, :n].astype(array_dtype),
-                scores=None if scores is None else scores[:length, :, b, :, :n].astype(array_dtype),
+                # no copy when the batch is one sample: these arrays can be large at level full
+                maps=None if maps is None else np.ascontiguousarray(maps[:length, :, b, :n]),
+                scores=None if scores is None else np.ascontiguousarray(scores[:length, :, b, :, :n]),
             )
             if c_head is not None and c_layer is not None:
                 trace.extra.update({f"corrected/head/{f}": np.ascontiguousarray(c_head[:length, :, b, i])
@@ -278,7 +279,7 @@ class Recorder:
                 trace.extra.update({f"corrected/layer/{f}": np.ascontiguousarray(c_layer[:length, :, b, i])
                                     for i, f in enumerate(LAYER_FIELDS)})
                 if c_maps is not None:
-                    trace.extra["corrected/maps"] = c_maps[:length, :, b, :n].astype(array_dtype)
+                    trace.extra["corrected/maps"] = np.ascontiguousarray(c_maps[:length, :, b, :n])
             out.append(trace)
         self.traces.extend(out)
         return out

@@ -232,17 +232,18 @@ def _safe_shift(m: torch.Tensor) -> torch.Tensor:
     return m.clamp(min=torch.finfo(m.dtype).min)
 
 
-def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor]], like: torch.Tensor,
+def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor | None]], like: torch.Tensor,
                      work: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Max, sum and log-sum-exp over the kept keys of score parts [..., B, H, k] (keep masks [..., B, k]).
+    """Max, sum and log-sum-exp over the kept keys of score parts [..., B, H, k] (keep masks [..., B, k],
+    or None: every key kept).
 
     Returns three tensors shaped like `like` ([..., B, H]); -inf, 0 and -inf where nothing is kept.
     """
-    t_max, t_sum, t_lse = torch.full_like(like, NEG_INF), torch.zeros_like(like), torch.full_like(like, NEG_INF)
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     for part, keep in parts:
         if part.shape[-1] == 0:
             continue
-        if bool(keep.all()):
+        if keep is None:
             masked, total = part, part.sum(-1)
         else:
             k = keep.unsqueeze(-2)
@@ -251,8 +252,11 @@ def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor]], like: torch
         shift = _safe_shift(m)
         shifted = torch.sub(masked, shift[..., None], out=_scratch(work, "text", masked, masked.shape))
         lse = shift + torch.log(shifted.exp_().sum(-1))
-        t_max, t_sum, t_lse = torch.maximum(t_max, m), t_sum + total, torch.logaddexp(t_lse, lse)
-    return t_max, t_sum, t_lse
+        out = (m, total, lse) if out is None else (torch.maximum(out[0], m), out[1] + total,
+                                                   torch.logaddexp(out[2], lse))
+    if out is None:
+        return torch.full_like(like, NEG_INF), torch.zeros_like(like), torch.full_like(like, NEG_INF)
+    return out
 
 
 def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tensor, img: ImageIndex,
@@ -275,10 +279,14 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
         x, x0 = x0.masked_fill(pad, NEG_INF), x0.masked_fill(pad, 0.0)
     if block is not None:  # text keys: before and after the image block, the query's own key excluded
         start, stop = block
-        before, after = allowed[..., :start], allowed[..., stop: kv - 1]
-        parts = [(s[..., :start], before), (s[..., stop: kv - 1], after)]
+        if bool(allowed.all()):
+            parts = [(s[..., :start], None), (s[..., stop: kv - 1], None)]
+            n_txt = torch.full(allowed.shape[:-1], kv - 1 - (stop - start), device=s.device)
+        else:
+            before, after = allowed[..., :start], allowed[..., stop: kv - 1]
+            parts = [(s[..., :start], before), (s[..., stop: kv - 1], after)]
+            n_txt = before.sum(-1) + after.sum(-1)
         self_score = s[..., kv - 1]
-        n_txt = before.sum(-1) + after.sum(-1)
     else:
         text = allowed[..., : kv - 1] & ~is_image[:, : kv - 1]
         parts = [(s[..., : kv - 1], text)]
