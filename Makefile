@@ -31,6 +31,7 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/store_size.py
 	$(PY) benchmarks/generation_cost.py
+	$(PY) benchmarks/profile_tracing.py --tokens 512 --reps 2
 	$(PY) benchmarks/memory_streaming.py
 	$(PY) benchmarks/analysis_speed.py
 
