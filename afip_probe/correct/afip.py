@@ -35,6 +35,7 @@ from typing import Any, Iterable
 import torch
 
 from ..errors import AfipError
+from ..hooks.rowstats import text_keys
 
 NEG_INF = float("-inf")
 
@@ -139,10 +140,7 @@ def text_max(scores: torch.Tensor, context: Any) -> torch.Tensor:
             return scores.new_full(scores.shape[:-1], NEG_INF)
         top = parts[0].amax(-1)
         return top if len(parts) == 1 else torch.maximum(top, parts[1].amax(-1))
-    text = getattr(context, "text", None)
-    if text is None:
-        text = context.allowed & ~context.is_image  # [B, kv], a new tensor
-        text[:, -1] = False  # the query's own key
+    text = context.text if context.text is not None else text_keys(context.allowed, context.is_image)  # [B, kv]
     return scores.masked_fill(~text[:, None, :], NEG_INF).amax(-1)
 
 

@@ -5,7 +5,9 @@ under the same name with `AttentionMaskInterface`, otherwise the mask is None), 
 decoder's attention implementation to it, and restores everything on exit, also after an exception.
 The function runs SDPA for the output and, for the last query row of every forward pass, computes
 the pre-softmax score row B = q·Kᵀ·scaling (+mask) of all heads (GQA keys shared, never copied),
-which feeds the recorder and, when given, score modifiers (the AFIP corrector).
+which feeds the recorder and, when given, score modifiers (the AFIP corrector). A row a modifier
+changed gets its output from the modified scores; in a decoding step (one query row) SDPA is then
+not run at all. Rows nobody changed keep SDPA's output exactly.
 
 Example:
     >>> import afip_probe
@@ -33,7 +35,7 @@ import torch
 from ..errors import AfipError
 from ..models import ModelAdapter, adapter_for
 from .recorder import RecordConfig, Recorder
-from .rowstats import ImageIndex, RunMasks, allowed_keys, apply_row_mask, row_scores
+from .rowstats import ImageIndex, RunMasks, allowed_keys, apply_row_mask, row_scores, text_keys
 
 IMPLEMENTATION = "afip_probe"
 
@@ -160,10 +162,8 @@ class _RowMask:
     def build(attention_mask: torch.Tensor | None, is_image: torch.Tensor) -> "_RowMask":
         b, kv = is_image.shape
         allowed = allowed_keys(attention_mask, b, kv, is_image.device)
-        text = allowed & ~is_image
-        text[:, -1] = False
         hidden = None if bool(allowed.all()) else ~allowed[:, None, :]
-        return _RowMask(allowed=allowed, hidden=hidden, text=text)
+        return _RowMask(allowed=allowed, hidden=hidden, text=text_keys(allowed, is_image))
 
 
 def _row_output(scores: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

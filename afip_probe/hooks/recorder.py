@@ -128,7 +128,6 @@ class _Run:
         self.raw_rows: list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]] = []  # layer, q, K, scale, mask
 
 
-
 class Recorder:
     """Collects traces while `afip_probe.trace(...)` is active. Read `traces` after generate()."""
 

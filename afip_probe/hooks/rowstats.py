@@ -108,6 +108,13 @@ def image_keys(is_image_prompt: torch.Tensor, kv: int) -> torch.Tensor:
     return is_image_prompt[:, :kv] if kv <= p else torch.nn.functional.pad(is_image_prompt, (0, kv - p))
 
 
+def text_keys(allowed: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
+    """[B, kv] bool: the keys T and the text means are taken over: allowed, not image, not the query's own."""
+    text = allowed & ~is_image
+    text[:, -1] = False
+    return text
+
+
 def row_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None,
                out: torch.Tensor | None = None) -> torch.Tensor:
     """Unmasked pre-softmax scores of the last query row, [B, H, kv] float32 (GQA keys shared, not copied).
@@ -288,7 +295,7 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
             n_txt = before.sum(-1) + after.sum(-1)
         self_score = s[..., kv - 1]
     else:
-        text = allowed[..., : kv - 1] & ~is_image[:, : kv - 1]
+        text = text_keys(allowed, is_image)[..., : kv - 1]
         parts = [(s[..., : kv - 1], text)]
         self_score = s[..., kv - 1].masked_fill(is_image[:, -1:], NEG_INF)  # an image key counts as image
         n_txt = text.sum(-1)
