@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generation_cost import runner, wide_model  # noqa: E402
 
 from afip_probe.correct import afip as afip_module  # noqa: E402
-from afip_probe.hooks import interceptor, recorder, rowstats  # noqa: E402
+from afip_probe.hooks import interceptor, recorder  # noqa: E402
 from afip_probe.models import load  # noqa: E402
 from afip_probe.organism import scenes as sc  # noqa: E402
 
@@ -50,10 +50,7 @@ def _no_summary(self: Any, run: Any, step: int, raw: list, pending: list) -> Non
 
 
 def _scores_only(self: Any, run: Any, step: int, raw: list, pending: list) -> None:
-    _, q, key, _, _ = raw[0]
-    rows = self._work.take("rows0", (len(raw), q.shape[0], q.shape[1], key.shape[2]), q.device)
-    for j, (_, q, key, scaling, _) in enumerate(raw):
-        rowstats.row_scores(q, key, scaling, out=rows[j])
+    self._score_rows(raw, "rows0")
 
 
 ABLATIONS: dict[str, tuple[str, Callable[..., None] | None]] = {

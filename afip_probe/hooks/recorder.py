@@ -207,10 +207,8 @@ class Recorder:
         for item in raw:  # layers that share a key length and an attention mask: normally all of them
             groups.setdefault((item[2].shape[2], id(item[4])), []).append(item)
         for i, items in enumerate(groups.values()):
-            (_, q, key, _, mask), kv = items[0], items[0][2].shape[2]
-            rows = self._work.take(f"rows{i}", (len(items), q.shape[0], q.shape[1], kv), q.device)  # [L', B, H, kv]
-            for j, (_, q, key, scaling, _) in enumerate(items):
-                row_scores(q, key, scaling, out=rows[j])
+            mask, kv = items[0][4], items[0][2].shape[2]
+            rows = self._score_rows(items, f"rows{i}")  # [L', B, H, kv]
             is_image = run.masks.keys(kv)
             rows, allowed = mask_rows(rows, mask, is_image)
             st = row_stats(rows, is_image, allowed, run.masks.index, self._work)
@@ -226,6 +224,15 @@ class Recorder:
                 st = row_stats(stacked, run.masks.keys(kv), allowed, run.masks.index, self._work)
                 target = run.corrected if kind == "corrected" else run.raw
                 target.add(step, [layer for layer, _, _ in same], st, self.config, keep_scores=kind != "corrected")
+
+    def _score_rows(self, items: list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]],
+                    name: str) -> torch.Tensor:
+        """The unmasked last-row scores of layers sharing a key length, in the reused buffer `name`."""
+        _, q, key, _, _ = items[0]
+        rows = self._work.take(name, (len(items), q.shape[0], q.shape[1], key.shape[2]), q.device)
+        for j, (_, q, key, scaling, _) in enumerate(items):
+            row_scores(q, key, scaling, out=rows[j])
+        return rows
 
     def finish_run(self, sequences: torch.Tensor, eos_token_ids: list[int]) -> list[SampleTrace]:
         """Split the run's buffers into one `SampleTrace` per sample and append them to `traces`."""

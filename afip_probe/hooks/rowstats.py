@@ -69,18 +69,18 @@ class ImageIndex:
     block: tuple[int, int] | None = None  # (start, stop): image keys are keys[start:stop] in every sample
     ragged: bool = False  # samples have different image counts (some index slots are padding)
 
-    def gather(self, rows: torch.Tensor, out: "Workspace | None" = None) -> torch.Tensor:
+    def gather(self, rows: torch.Tensor, work: "Workspace | None" = None) -> torch.Tensor:
         """Image-key entries of rows [..., B, H, kv] -> [..., B, H, n_max] (padded slots hold key 0's value).
 
-        A slice (a view) when the keys form one block; else gathered, into `out`'s buffer if given.
+        A slice (a view) when the keys form one block; else gathered, into `work`'s buffer if given.
         """
         if self.block is not None and self.block[1] <= rows.shape[-1]:
             return rows[..., self.block[0]: self.block[1]]
         shape = (*rows.shape[:-1], self.index.shape[-1])
         index = self.index[:, None, :].expand(shape)
-        if out is None or rows.dtype != torch.float32:
+        if work is None or rows.dtype != torch.float32:
             return torch.gather(rows, -1, index)
-        return torch.gather(rows, -1, index, out=out.take("gather", shape, rows.device))
+        return torch.gather(rows, -1, index, out=work.take("gather", shape, rows.device))
 
 
 def image_index(is_image: torch.Tensor) -> ImageIndex:
@@ -279,7 +279,7 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     s = scores if scores.dtype == torch.float32 else scores.float()
     kv, h = s.shape[-1], s.shape[-2]
     block = img.block if img.block is not None and img.block[1] < kv else None  # query's own key not in it
-    x0 = img.gather(s, out=None if work is None else work)  # [..., B, H, n]
+    x0 = img.gather(s, work)  # [..., B, H, n]
     x = x0
     if img.ragged:
         pad = ~img.valid[:, None, :]
