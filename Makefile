@@ -2,8 +2,6 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-SHARED ?= $(abspath ../shared)
-export NLTK_DATA ?= $(SHARED)/nltk_data
 export TOKENIZERS_PARALLELISM = false
 
 .PHONY: setup test test-fast demo bench clean
@@ -26,7 +24,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 demo: setup
-	$(VENV)/bin/afip-probe demo --out demo-out
+	$(VENV)/bin/afip-probe demo --out demo-out --overwrite
 
 bench: setup
 	$(PY) benchmarks/store_size.py

@@ -1,5 +1,8 @@
 """afip-probe: record, measure and correct VLM attention to study object hallucination.
 
+Everything is imported lazily: ``import afip_probe`` loads no torch, and ``afip_probe.store``,
+``afip_probe.metrics`` and ``afip_probe.plots`` work where torch and transformers are not installed.
+
 Example:
     >>> import afip_probe
     >>> from afip_probe.models import tiny, adapter_for
@@ -11,10 +14,38 @@ Example:
     (2, 2, 4)
 """
 
-from . import correct
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
 from .errors import AfipError
-from .hooks import RecordConfig, SampleTrace, intercept, trace
 
-__version__ = "0.1.0"
+#: public name -> (module, attribute); resolved on first use
+_LAZY = {
+    "trace": ("afip_probe.hooks", "trace"),
+    "intercept": ("afip_probe.hooks", "intercept"),
+    "correct": ("afip_probe.correctors", "correct"),
+    "RecordConfig": ("afip_probe.records", "RecordConfig"),
+    "SampleTrace": ("afip_probe.records", "SampleTrace"),
+    "GenerationSettings": ("afip_probe.pipelines.settings", "GenerationSettings"),
+}
+_SUBPACKAGES = ("records", "store", "metrics", "plots", "models", "hooks", "correctors", "organism", "pipelines")
 
-__all__ = ["correct", "AfipError", "RecordConfig", "SampleTrace", "__version__", "intercept", "trace"]
+__all__ = ["AfipError", "__version__", *_LAZY, *_SUBPACKAGES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"afip_probe.{name}")
+    raise AttributeError(f"module 'afip_probe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -11,13 +11,12 @@ import os
 import sys
 import traceback
 
+from ._version import __version__
+from .commands import COMMANDS
 from .errors import AfipError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .commands import COMMANDS
-
     parser = argparse.ArgumentParser(prog="afip-probe", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"afip-probe {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")

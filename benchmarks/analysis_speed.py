@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from store_size import synthetic_trace  # noqa: E402
 
 from afip_probe.metrics.chair import packaged_ground_truth  # noqa: E402
-from afip_probe.run import token_table as sample_tokens  # noqa: E402
+from afip_probe.records import SampleRow, rows as record_rows  # noqa: E402
 from afip_probe.store import StoreWriter  # noqa: E402
 from afip_probe.store import open as open_store  # noqa: E402
 
@@ -64,8 +64,9 @@ def synthesise(root: Path, captions: int, tokens: int, layers: int, heads: int, 
         tr.head["var"] = rng.random((tokens, layers, heads)).astype(np.float32)
         sid = f"COCO_val2014_{image_id:012d}"
         text, table = _fast_tokens(sid, tr, tok)
-        writer.write_sample({"sample_id": sid, "image_id": image_id, "output_text": text, "num_tokens": tokens,
-                             "condition": "", "image": ""}, tr, table)
+        row = SampleRow(sid, image="", prompt="describe", model="synthetic-llava-shape", image_id=image_id,
+                        output_text=text, num_tokens=tokens)
+        writer.write_sample(row, tr, table)
     return time.perf_counter() - start
 
 
@@ -73,15 +74,13 @@ def _fast_tokens(sid, tr, tok):
     """The writer's token table with word spans computed directly (decoding prefixes is O(T²))."""
     words = [tok.vocab[i] for i in tr.generated_ids]
     starts = np.cumsum([0] + [len(w) + 1 for w in words[:-1]])
-    import afip_probe.run as run
-
-    original = run.token_char_spans
-    run.token_char_spans = lambda _t, _ids: (tok.decode(tr.generated_ids),
-                                             [(int(s), int(s) + len(w) + 1) for s, w in zip(starts, words)])
+    original = record_rows.token_char_spans
+    record_rows.token_char_spans = lambda _t, _ids: (tok.decode(tr.generated_ids),
+                                                     [(int(s), int(s) + len(w) + 1) for s, w in zip(starts, words)])
     try:
-        return sample_tokens(sid, tr, tok)
+        return record_rows.token_rows(sid, tr, tok)
     finally:
-        run.token_char_spans = original
+        record_rows.token_char_spans = original
 
 
 def main() -> None:

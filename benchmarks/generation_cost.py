@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import afip_probe  # noqa: E402
-from afip_probe.correct import AFIP, HGAI, PAI  # noqa: E402
+from afip_probe.correctors import AFIP, HGAI, PAI  # noqa: E402
 from afip_probe.models import LoadedModel, adapter_for, load, tiny  # noqa: E402
 
 VARIANTS = ["plain", "stats", "maps", "full", "eager", "afip", "pai", "hgai"]
@@ -155,7 +155,7 @@ def runner(m: LoadedModel, variant: str, inputs: dict[str, Any], n: int) -> Call
 
 
 def bench_model(m: LoadedModel, tokens: list[int], reps: int, variants: list[str], seed: int) -> list[dict[str, Any]]:
-    from afip_probe.organism import scenes as sc
+    from afip_probe.organism import dataset as sc
 
     dev = next(m.model.parameters()).device
     image = sc.make_scene(0, "val", 0).image

@@ -18,16 +18,17 @@ from pathlib import Path
 
 CHILD = """
 import resource, sys, json
-from afip_probe.models import load
-from afip_probe.organism.scenes import heldout_dirs
-from afip_probe.run import collect_images, trace_images
+from afip_probe.images import collect_images
+from afip_probe.organism.dataset import heldout_dirs
+from afip_probe.pipelines.settings import GenerationSettings
+from afip_probe.pipelines.tracing import trace_images
 n, level, batch, new, out = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 images, _ = heldout_dirs(progress=False)
-loaded = load("organism", device="cpu")
+settings = GenerationSettings("organism", level=level, max_new_tokens=new, batch_size=batch, device="cpu")
+loaded = settings.load()
 items = collect_images([images])[:n]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-s = trace_images(loaded, items, "Please describe this image in detail.", out, level=level, max_new_tokens=new,
-                 batch_size=batch, progress=False)
+s = trace_images(settings, items, out, loaded=loaded, progress=False)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"samples": n, "ok": s.ok, "tokens": s.tokens, "rss_before_mb": before / 1024, "peak_mb": peak / 1024}))
 """

@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generation_cost import runner, wide_model  # noqa: E402
 
-from afip_probe.correct import afip as afip_module  # noqa: E402
+from afip_probe.correctors import afip as afip_module  # noqa: E402
 from afip_probe.hooks import interceptor, recorder  # noqa: E402
 from afip_probe.models import load  # noqa: E402
-from afip_probe.organism import scenes as sc  # noqa: E402
+from afip_probe.organism import dataset as sc  # noqa: E402
 
 FULL = recorder.Recorder._summarise
 

@@ -16,10 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from afip_probe.hooks.recorder import SampleTrace
-from afip_probe.hooks.rowstats import HEAD_FIELDS, LAYER_FIELDS
-from afip_probe.models.base import ImageLayout
-from afip_probe.run import token_table
+from afip_probe.records import HEAD_FIELDS, LAYER_FIELDS, ImageLayout, SampleRow, SampleTrace, token_rows
 from afip_probe.store import StoreWriter
 
 
@@ -62,8 +59,8 @@ def main() -> None:
             writer = StoreWriter(Path(tmp) / "s", {"model": "synthetic", "record_level": level})
             for s in range(args.samples):
                 tr = synthetic_trace(args.tokens, args.layers, args.heads, args.image_tokens, level, rng)
-                _, tokens = token_table(f"s{s}", tr, _Tok())
-                writer.write_sample({"sample_id": f"s{s}", "output_text": ""}, tr, tokens)
+                _, tokens = token_rows(f"s{s}", tr, _Tok())
+                writer.write_sample(SampleRow(f"s{s}", image="", prompt="", model="synthetic"), tr, tokens)
             size = sum(p.stat().st_size for p in (Path(tmp) / "s").rglob("*") if p.is_file())
         rows[level] = size / (args.tokens * args.samples)
     print(f"shape: {args.layers} layers x {args.heads} heads x {args.image_tokens} image tokens, "

@@ -23,20 +23,22 @@ SETUP = '''import matplotlib.pyplot as plt
 import afip_probe
 from afip_probe import metrics
 from afip_probe.plots import findings as pf
-from afip_probe.models import load
-from afip_probe.organism.scenes import heldout_dirs
-from afip_probe.run import collect_images, trace_images
+from afip_probe.images import collect_images
+from afip_probe.organism.dataset import heldout_dirs
+from afip_probe.pipelines.settings import GenerationSettings
+from afip_probe.pipelines.tracing import trace_images
 from afip_probe.store import open as open_store
 
 CACHE = os.environ.get("AFIP_PROBE_CACHE", os.path.expanduser("~/.cache/afip-probe"))
 images, annotations = heldout_dirs(progress=False)
-model = load("organism", device="cpu")
+settings = GenerationSettings("organism", level=LEVEL, max_new_tokens=80, batch_size=16, device="cpu")
+model = settings.load()
 store_dir = f"{CACHE}/notebooks/organism-{LEVEL}-{N_SCENES}"
-summary = trace_images(model, collect_images([images])[:N_SCENES], "Please describe this image in detail.", store_dir,
-                       level=LEVEL, max_new_tokens=80, batch_size=16, resume=True, progress=False)
+summary = trace_images(settings, collect_images([images])[:N_SCENES], store_dir, loaded=model, resume=True,
+                       progress=False)
 print(summary.line())
 store = open_store(store_dir)
-df = metrics.token_table(store)          # labelled with CHAIR against the scenes' own annotations
+df = metrics.token_table(store)          # CHAIR labels from the traced images' dataset: the scenes' annotations
 f = metrics.findings(df)
 df.groupby("label", observed=True).size()'''
 
@@ -89,13 +91,14 @@ NOTEBOOKS = {
                       "token_heatmap(store, row.sample_id, step=int(row.step), layers=upper);"),
         new_code_cell("token_heatmap(store, row.sample_id, step=int(row.step), layers=upper, per_head=True);"),
         new_markdown_cell("## AFIP on: CHAIR and attention before/after on the same scenes\n\n"
-                          "`afip_probe.compare` traces the baseline and the corrected model into one store and "
+                          "`afip_probe.pipelines.comparison.compare` traces the baseline and the corrected model "
+                          "into one store and "
                           "writes CHAIR per condition with paired bootstrap CIs."),
-        new_code_cell("from afip_probe.compare import compare\n"
+        new_code_cell("from afip_probe.pipelines.comparison import compare\n"
                       "from IPython.display import Image, Markdown, display\n"
-                      "res = compare(model, [images], f'{CACHE}/notebooks/compare-{N_SCENES}', ['afip'], "
-                      "annotations=annotations,\n              max_images=N_SCENES, level='maps', "
-                      "history_ablation=False, resume=True, progress=False)\n"
+                      "res = compare(settings.replace(level='maps'), [images], f'{CACHE}/notebooks/compare-{N_SCENES}', "
+                      "['afip'],\n              loaded=model, max_images=N_SCENES, history_ablation=False, "
+                      "resume=True, progress=False)\n"
                       "display(res.chair)\ndisplay(res.paired)\n"
                       "for fig in res.figures:\n    display(Image(filename=str(fig)))"),
     ],

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-os.environ.setdefault("NLTK_DATA", str(SHARED / "nltk_data"))
+DATA = Path(__file__).resolve().parent / "data"  # reference data, with sources and licences in SOURCES.md
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # generated organism scenes go to a fresh cache per test session unless the caller chose one
 os.environ.setdefault("AFIP_PROBE_CACHE", tempfile.mkdtemp(prefix="afip-probe-cache-"))
@@ -34,7 +33,5 @@ def family_model(request):
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.exists():
-        pytest.fail(f"the shared data folder is missing at {SHARED}")
-    return SHARED
+def data_dir() -> Path:
+    return DATA

@@ -17,7 +17,6 @@ import pytest
 
 if __name__ == "__main__":  # the table script: same environment as the tests
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    os.environ.setdefault("NLTK_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "nltk_data"))
 
 from afip_probe.cli import main  # noqa: E402
 from afip_probe.models import tiny  # noqa: E402
@@ -43,10 +42,11 @@ def make_files(root: Path) -> dict[str, str]:
                                               "label": "yes"}) + "\n")
     (root / "notastore").mkdir()
     (root / "notastore" / "file.txt").write_text("x")
-    from afip_probe.run import trace_images
+    from afip_probe.pipelines.settings import GenerationSettings
+    from afip_probe.pipelines.tracing import trace_images
 
-    trace_images(str(root / "model"), [root / "images"], "describe", root / "store", max_new_tokens=3,
-                 device="cpu", progress=False)
+    trace_images(GenerationSettings(str(root / "model"), prompt="describe", max_new_tokens=3, device="cpu"),
+                 [root / "images"], root / "store", progress=False)
     names = ("model", "textonly", "images", "empty", "notes.csv", "bad.json", "bad.jsonl", "unknown.jsonl", "q.jsonl",
              "notastore", "store")
     return {k.replace(".", "_"): str(root / k) for k in names} | {"root": str(root)}

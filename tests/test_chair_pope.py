@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 
 from afip_probe.cli import main
-from afip_probe.hooks.recorder import SampleTrace
-from afip_probe.hooks.rowstats import HEAD_FIELDS, LAYER_FIELDS
 from afip_probe.metrics import pope
 from afip_probe.metrics.chair import Chair, load_captions
 from afip_probe.metrics.labels import label_store
-from afip_probe.models.base import ImageLayout
 from afip_probe.models.tiny import llama_style_tokenizer, qwen_style_tokenizer
-from afip_probe.run import token_table
+from afip_probe.records import HEAD_FIELDS, LAYER_FIELDS, ImageLayout, SampleRow, SampleTrace, token_rows
 from afip_probe import store as st
 from afip_probe.store import StoreWriter
 
@@ -28,9 +25,9 @@ def chair():
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_chair_equals_reference_caption_by_caption(chair, shared_dir, name):
-    gold = json.loads((shared_dir / "data/golden/chair" / f"{name}_greedy.json").read_text())
-    captions, warnings = load_captions(shared_dir / "data/captions" / f"{name}_greedy.jsonl")
+def test_chair_equals_reference_caption_by_caption(chair, data_dir, name):
+    gold = json.loads((data_dir / "golden/chair" / f"{name}_greedy.json").read_text())
+    captions, warnings = load_captions(data_dir / "captions" / f"{name}_greedy.jsonl")
     assert not warnings and len(captions) == len(gold["sentences"]) == 500
     result = chair.compute(captions)
     for got, ref in zip(result.sentences, gold["sentences"]):
@@ -68,8 +65,9 @@ def _write_store(tmp_path, tokenizer, text, image_id=1):
         token_entropy=rng.random(t).astype(np.float32), logprob=rng.random(t).astype(np.float32),
     )
     writer = StoreWriter(tmp_path / "store", {"model": "hand-built", "record_level": "stats"})
-    out_text, tokens = token_table("s1", tr, tokenizer)
-    writer.write_sample({"sample_id": "s1", "image_id": image_id, "output_text": out_text}, tr, tokens)
+    out_text, tokens = token_rows("s1", tr, tokenizer)
+    row = SampleRow("s1", image="", prompt="", model="hand-built", image_id=image_id, output_text=out_text)
+    writer.write_sample(row, tr, tokens)
     return st.open(tmp_path / "store"), out_text
 
 
@@ -131,8 +129,8 @@ def test_chair_from_coco_annotations(tmp_path):
 # ------------------------------------------------------------------------------------------- POPE
 
 @pytest.mark.parametrize("sampling", pope.SAMPLINGS)
-def test_pope_scores_shipped_files(shared_dir, tmp_path, sampling):
-    qfile = shared_dir / "data/pope" / f"coco_pope_{sampling}.json"
+def test_pope_scores_shipped_files(data_dir, tmp_path, sampling):
+    qfile = data_dir / "pope" / f"coco_pope_{sampling}.json"
     qs, _ = pope.read_jsonl(qfile, "question")
     assert len(qs) == 3000
     own = tmp_path / "own.jsonl"
@@ -193,8 +191,8 @@ def test_pope_question_building_rules(sampling):
             assert neg == sorted(absent, key=lambda n: (-together[n], n))[:2]
 
 
-def test_pope_cli(shared_dir, tmp_path, capsys):
-    qfile = shared_dir / "data/pope/coco_pope_random.json"
+def test_pope_cli(data_dir, tmp_path, capsys):
+    qfile = data_dir / "pope/coco_pope_random.json"
     ans = tmp_path / "a.jsonl"
     ans.write_text('{"question_id": 1, "text": "Yes"}\nbroken\n')
     assert main(["pope", str(qfile), str(ans)]) == 0

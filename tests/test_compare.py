@@ -11,11 +11,13 @@ import torch
 from afip_probe import store as st
 from afip_probe.cli import main
 from afip_probe.errors import AfipError
-from afip_probe.compare import BASELINE, compare, conditions_for
+from afip_probe.images import load_image
+from afip_probe.metrics.comparison import BASELINE
+from afip_probe.pipelines.comparison import compare, conditions_for
+from afip_probe.pipelines.settings import GenerationSettings
 from afip_probe.metrics.stats import bootstrap_ci
 from afip_probe.models import adapter_for, tiny
-from afip_probe.organism import scenes as sc
-from afip_probe.run import load_image
+from afip_probe.organism import dataset as sc
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +33,9 @@ def setup(tmp_path_factory):
 def test_compare_store_tables_and_figures(setup):
     tmp, model, processor, root = setup
     specs = ["afip:layers=1-,tau=100,gamma=2", "pai:alpha=0.5"]
-    res = compare(str(tmp / "model"), [root / "images" / "val"], tmp / "out", specs,
-                  annotations=root / "annotations", max_new_tokens=8, batch_size=2, progress=False, device="cpu")
+    settings = GenerationSettings(str(tmp / "model"), level="maps", max_new_tokens=8, batch_size=2, device="cpu")
+    res = compare(settings, [root / "images" / "val"], tmp / "out", specs, annotations=root / "annotations",
+                  progress=False)
     store = st.open(tmp / "out" / "store")
     samples = store.samples("ok")
     conds = [BASELINE, specs[0], specs[0] + ",history=off", specs[1]]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import afip_probe
-from afip_probe.correct import AFIP, HGAI, PAI, parse_spec
+from afip_probe.correctors import AFIP, HGAI, PAI, parse_spec
 from afip_probe.errors import AfipError
 from afip_probe.hooks.interceptor import RowContext
 from afip_probe.hooks.rowstats import image_index
@@ -245,11 +245,11 @@ def test_trace_records_corrected_and_raw_rows():
         with afip_probe.correct(model, cfg):  # nested: joins the trace's session
             model.generate(**inputs, max_new_tokens=6, do_sample=False)
     tr = rec.traces[0]
-    raw, corr = tr.head["var"], tr.extra["corrected/head/var"]  # [T, L, H]
-    assert raw.shape == corr.shape and tr.extra["corrected/maps"].shape == tr.maps.shape
+    raw, corr = tr.head["var"], tr.arrays()["corrected/head/var"]  # [T, L, H]
+    assert raw.shape == corr.shape and tr.arrays()["corrected/maps"].shape == tr.maps.shape
     assert abs(raw[:, :2] - corr[:, :2]).max() == 0  # layers 0-1 untouched
     assert abs(raw[1:, 2] - corr[1:, 2]).max() > 1e-4  # history boost raises VAR on layer 2 after step 0
-    assert "corrected/head/var" not in _trace_without_corrector(model, processor, inputs).extra
+    assert "corrected/head/var" not in _trace_without_corrector(model, processor, inputs).arrays()
 
 
 def _trace_without_corrector(model, processor, inputs):

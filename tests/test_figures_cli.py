@@ -13,7 +13,7 @@ from afip_probe.cli import main
 
 @pytest.fixture(scope="module")
 def full_store(tmp_path_factory):
-    from afip_probe.organism.scenes import heldout_dirs
+    from afip_probe.organism.dataset import heldout_dirs
 
     images, _ = heldout_dirs(progress=False)
     out = tmp_path_factory.mktemp("figs") / "store"
@@ -58,3 +58,42 @@ def test_heatmap_command_and_per_head_rows(full_store, tmp_path):
     mean = image_attention(full_store, sid, step, [2, 3])  # from the recorded head-mean maps
     np.testing.assert_allclose(per_head.mean(0), mean, atol=2e-3)
     assert per_head.shape[0] == full_store.settings["num_heads"]
+
+
+def _labelled_objects(tokens):
+    real = set(tokens.loc[tokens.label == "real", "object"])
+    hallucinated = set(tokens.loc[tokens.label == "hallucinated", "object"])
+    return real, hallucinated
+
+
+def test_ground_truth_follows_the_images_not_the_model(full_store, data_dir, tmp_path):
+    """The organism traced over a real COCO image is labelled with COCO's objects for that image (bus, car,
+    person), and over its own scenes with the scenes' annotations: the model never decides."""
+    import shutil
+
+    import pandas as pd
+
+    from afip_probe.metrics.chair import Chair
+    from afip_probe.organism.dataset import heldout_dirs
+
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    shutil.copy(data_dir / "images" / "COCO_val2014_000000499775.jpg", coco)
+    assert main(["trace", "--model", "organism", "--images", str(coco), "--out", str(tmp_path / "store"),
+                 "--max-new-tokens", "80", "--device", "cpu", "--no-progress"]) == 0
+    assert main(["figures", str(tmp_path / "store"), "--out", str(tmp_path / "figs"), "--resamples", "100",
+                 "--no-progress", "--tokens", str(tmp_path / "coco.parquet")]) == 0
+    tokens = pd.read_parquet(tmp_path / "coco.parquet")
+    truth = Chair.from_packaged().gt[499775]
+    assert truth == {"bus", "car", "person"}
+    real, hallucinated = _labelled_objects(tokens)
+    assert real | hallucinated, "no object token was labelled"
+    assert real <= truth and not (hallucinated & truth)
+
+    # the organism's own scenes: labels from the scenes' COCO-format annotations next to the images
+    assert main(["figures", str(full_store.root), "--out", str(tmp_path / "figs2"), "--resamples", "100",
+                 "--no-progress", "--tokens", str(tmp_path / "scenes.parquet")]) == 0
+    scenes = pd.read_parquet(tmp_path / "scenes.parquet")
+    scene_truth = Chair.from_coco(heldout_dirs(progress=False)[1]).gt
+    for row in scenes[scenes.label != "none"].itertuples():
+        assert (row.object in scene_truth[row.image_id]) == (row.label == "real"), row

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import afip_probe
-from afip_probe.hooks import HEAD_FIELDS, last_row_scores
+from afip_probe.hooks import last_row_scores
+from afip_probe.records import HEAD_FIELDS
 from afip_probe.models import adapter_for, tiny
 
 from .conftest import IMAGE_SIZES, PROMPTS

@@ -141,15 +141,17 @@ N_SCENES, NEW_TOKENS = 6, 40
 @pytest.fixture(scope="module")
 def organism_store(tmp_path_factory):
     from afip_probe.models import load
-    from afip_probe.organism.scenes import heldout_dirs
-    from afip_probe.run import collect_images, trace_images
+    from afip_probe.organism.dataset import heldout_dirs
+    from afip_probe.images import collect_images
+    from afip_probe.pipelines.settings import GenerationSettings
+    from afip_probe.pipelines.tracing import trace_images
 
     images, _ = heldout_dirs(progress=False)
     loaded = load("organism", device="cpu")
     items = collect_images([images])[:N_SCENES]
     out = tmp_path_factory.mktemp("metrics") / "store"
-    trace_images(loaded, items, "Please describe this image in detail.", out, level="stats",
-                 max_new_tokens=NEW_TOKENS, batch_size=3, progress=False)
+    settings = GenerationSettings("organism", level="stats", max_new_tokens=NEW_TOKENS, batch_size=3)
+    trace_images(settings, items, out, loaded=loaded, progress=False)
     import afip_probe.store as st
 
     return loaded, items, st.open(out)
@@ -157,7 +159,7 @@ def organism_store(tmp_path_factory):
 
 def _eager(loaded, image, prompt):
     """Per step: post-softmax last rows [L, H, kv] and raw logits [V], from eager output_attentions."""
-    from afip_probe.run import load_image
+    from afip_probe.images import load_image
 
     model = loaded.model
     inputs = loaded.adapter.build_inputs([load_image(image)], prompt, device="cpu")
@@ -221,7 +223,7 @@ def test_token_table_equals_slow_metrics_from_eager_attention(organism_store):
 def test_token_table_labels_and_findings(organism_store):
     from afip_probe.metrics.chair import Chair
     from afip_probe.metrics.labels import label_store
-    from afip_probe.organism.scenes import heldout_dirs
+    from afip_probe.organism.dataset import heldout_dirs
 
     _, items, store = organism_store
     df = token_table(store)

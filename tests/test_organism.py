@@ -12,8 +12,8 @@ import pytest
 
 from afip_probe.metrics.chair import Chair
 from afip_probe.organism import checkpoint_dir
-from afip_probe.organism import scenes as sc
-from afip_probe.organism.train import TrainConfig, train
+from afip_probe.organism import dataset as sc
+from afip_probe.pipelines.organism_training import TrainConfig, train
 
 SMALL = dict(layers=2, heads=2, hidden=32, intermediate=64, vision_layers=1, vision_hidden=32, vocab_size=300,
              batch_size=4, train_scenes=24, warmup=2)
@@ -122,7 +122,7 @@ def test_bundled_checkpoint_loads_with_plain_transformers(tmp_path):
 @pytest.mark.slow
 def test_organism_recalls_and_still_hallucinates():
     """Small form of the held-out evaluation (the full 500-scene numbers are in the README)."""
-    from afip_probe.organism.evaluate import evaluate_heldout
+    from afip_probe.pipelines.organism_eval import evaluate_heldout
 
     report = evaluate_heldout("organism", n=150, progress=False)
     o = report.overall

@@ -15,7 +15,8 @@ from scipy import stats as sps  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from afip_probe.plots import findings as pf  # noqa: E402
-from afip_probe.plots.heatmap import draw_heatmap, head_grid, pixel_heat, processor_region  # noqa: E402
+from afip_probe.plots.heatmap import draw_heatmap, head_grid, pixel_heat  # noqa: E402
+from afip_probe.records.layout import processor_region  # noqa: E402
 
 
 def synthetic_table(model: str = "m1", n_captions: int = 30, length: int = 40, seed: int = 0) -> pd.DataFrame:

@@ -13,7 +13,8 @@ import math
 import pytest
 import torch
 
-from afip_probe.hooks.rowstats import EPS, HEAD_FIELDS, LAYER_FIELDS, Workspace, image_index, mask_rows, row_stats
+from afip_probe.hooks.rowstats import EPS, Workspace, image_index, mask_rows, row_stats
+from afip_probe.records import HEAD_FIELDS, LAYER_FIELDS
 
 KV = 24
 

@@ -63,7 +63,7 @@ def test_cli_trace_end_to_end(saved_llava, tmp_path):
 
     # the same as tracing in-process with the Python API (the CLI adds nothing of its own)
     model = afip_probe.models.load(str(model_dir), device="cpu")
-    from afip_probe.run import load_image
+    from afip_probe.images import load_image
 
     imgs = [load_image(p) for p in sorted(images.iterdir())]
     inputs = model.adapter.build_inputs(imgs, "Please describe this image in detail.")
@@ -191,10 +191,11 @@ def test_python_api_store_roundtrip(tmp_path):
     for i, img in enumerate(tiny.random_images(2, sizes=[(56, 56), (112, 56)])):
         paths.append(tmp_path / f"q{i}.png")
         img.save(paths[-1])
-    from afip_probe.run import trace_images
+    from afip_probe.pipelines.settings import GenerationSettings
+    from afip_probe.pipelines.tracing import trace_images
 
-    summary = trace_images(loaded, paths, "describe", tmp_path / "s", level="full", max_new_tokens=4,
-                           batch_size=2, progress=False)
+    settings = GenerationSettings(loaded.name, prompt="describe", level="full", max_new_tokens=4, batch_size=2)
+    summary = trace_images(settings, paths, tmp_path / "s", loaded=loaded, progress=False)
     assert summary.ok == 2 and summary.failed == 0
     store = st.open(tmp_path / "s")
     rows = store.samples().set_index("sample_id")

@@ -1,5 +1,9 @@
-"""CLI subcommands: each module defines `register(subparsers)` and a `run(args) -> int`."""
+"""CLI subcommands: each module defines `register(subparsers)` and the `run` functions it points at;
+the work itself is a library function in `afip_probe.pipelines` (or `store`, `metrics`, `plots`).
 
-from . import chair, compare, demo, evaluate, figures, organism, pope, store_tools, trace
+Flags shared by the commands that generate are added by `flags.add_generation_flags`.
+"""
 
-COMMANDS = [trace, store_tools, chair, pope, figures, compare, evaluate, organism, demo]
+from . import chair, compare, demo, evaluate, figures, organism, pope, store_tools, sweep, trace
+
+COMMANDS = [trace, store_tools, chair, pope, figures, compare, evaluate, sweep, organism, demo]

@@ -7,13 +7,19 @@ import json
 import sys
 from pathlib import Path
 
+from .. import store as st
+from ..errors import AfipError
+from ..metrics.chair import Chair, load_captions
+from ..metrics.labels import label_store
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chair", help="CHAIR hallucination metrics of captions (file or trace store)",
                        description="CHAIRs / CHAIRi / Recall / Len of generated captions, as the reference CHAIR code.")
     p.add_argument("captions", help=".jsonl/.json caption file ({image_id, caption} per line) or a trace store folder")
     p.add_argument("--annotations", help="folder of COCO-format instances_*.json + captions_*.json "
-                   "(default: the packaged COCO 2014 ground truth)")
+                   "(default: for a store, the dataset its images belong to; else the packaged COCO 2014 "
+                   "ground truth)")
     p.add_argument("--image-id-key", default="image_id")
     p.add_argument("--caption-key", default="caption")
     p.add_argument("-o", "--output", help="write per-caption results and overall metrics as JSON here")
@@ -22,23 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import AfipError
-    from ..metrics.chair import Chair, load_captions
-
     source = Path(args.captions)
     if not source.exists():
         raise AfipError(f"{source}: no such caption file or trace store")
-    chair = Chair.load(args.annotations)
     store = None
     if source.is_dir():
-        from .. import store as st
-
         store = st.open(source)
         ok = store.samples(status="ok")
         if ok.empty:
             raise AfipError(f"{source} holds no finished samples")
+        chair = Chair.for_images(ok["image"], args.annotations)
         captions, warnings = list(zip(ok["image_id"].tolist(), ok["output_text"].tolist())), []
     else:
+        chair = Chair.load(args.annotations)
         captions, warnings = load_captions(source, args.image_id_key, args.caption_key)
         if not captions:
             raise AfipError(f"{source}: no usable captions ({len(warnings)} lines skipped)")
@@ -52,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if args.labels:
         if store is None:
             raise AfipError("--labels needs a trace store as input")
-        from ..metrics.labels import label_store
-
         labelled = label_store(store, chair)
         labelled.to_parquet(args.labels, index=False)
         warnings += labelled.attrs.get("warnings", [])

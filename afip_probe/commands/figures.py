@@ -6,6 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import matplotlib
+import pandas as pd
+
+from .. import store as st
+from ..errors import require_positive
+from ..metrics.table import chair_for, parse_layers, token_table
+from ..plots.report import figures_report
+from ..plots.store_maps import token_heatmap
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("figures", help="Findings 1-2 statistics and figures (PNG, SVG, HTML) of trace stores")
@@ -13,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--out", default="figures", help="output folder (default: %(default)s)")
     f.add_argument("--layers", default="all", help="layer range of the token table: all, early, middle, late "
                    "(default: %(default)s)")
-    f.add_argument("--annotations", help="COCO-format annotation folder for CHAIR labels (default: the "
-                   "organism's scenes for organism stores, else the packaged COCO 2014 ground truth)")
+    f.add_argument("--annotations", help="COCO-format annotation folder for CHAIR labels (default: the dataset "
+                   "the traced images belong to, else the packaged COCO 2014 ground truth)")
     f.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
     f.add_argument("--tokens", help="also write the labelled token table to this Parquet file")
     f.add_argument("--no-progress", action="store_true")
@@ -34,19 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_figures(args: argparse.Namespace) -> int:
-    from .. import store as st
-    from ..errors import require_positive
-    from ..metrics.chair import Chair
-    from ..metrics.table import token_table
-    from ..plots.report import figures_report
-
     require_positive(args.resamples, "--resamples")
     stores = [st.open(s) for s in args.stores]
-    chair = Chair.load(args.annotations) if args.annotations else None
-    tables = [token_table(s, chair=chair, progress=not args.no_progress) for s in stores]
+    tables = [token_table(s, chair=chair_for(s, args.annotations), progress=not args.no_progress) for s in stores]
     if args.tokens:
-        import pandas as pd
-
         pd.concat(tables, ignore_index=True).to_parquet(args.tokens)
     report = figures_report(stores, args.out, args.layers, n_resamples=args.resamples, tables=tables)
     for name, f in report.findings.items():
@@ -57,13 +57,7 @@ def run_figures(args: argparse.Namespace) -> int:
 
 
 def run_heatmap(args: argparse.Namespace) -> int:
-    import matplotlib
-
     matplotlib.use("Agg")
-    from .. import store as st
-    from ..metrics.table import parse_layers
-    from ..plots.store_maps import token_heatmap
-
     store = st.open(args.store)
     layers = parse_layers(args.layers, int(store.settings.get("num_layers", 0))) if args.layers else None
     fig = token_heatmap(store, args.sample, step=args.step, word=args.word, layers=layers,

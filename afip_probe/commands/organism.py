@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 
 from ..errors import require_positive
+from ..organism import dataset
+from ..pipelines import organism_training
+from ..pipelines.organism_eval import evaluate_heldout, report_json
+from .flags import add_generation_flags, generation_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,33 +25,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_scenes)
 
     e = osub.add_parser("eval", help="CHAIR of a model on the held-out scenes (greedy)")
-    e.add_argument("--model", default="organism", help="model to evaluate (default: %(default)s)")
     e.add_argument("--n", type=int, default=500, help="held-out scenes (default: %(default)s)")
-    e.add_argument("--batch-size", type=int, default=32)
-    e.add_argument("--max-new-tokens", type=int, default=96)
+    add_generation_flags(e, prompt=False, max_new_tokens=96)  # as the README's organism numbers
     e.add_argument("--json", help="also write the report as JSON here")
     e.set_defaults(func=run_eval)
 
-    t = osub.add_parser("train", help="retrain the organism (python -m afip_probe.organism.train --help)")
+    t = osub.add_parser("train", help="retrain the organism (python -m afip_probe.pipelines.organism_training --help)")
     t.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the training script (--out DIR ...)")
     t.set_defaults(func=run_train)
 
 
 def run_scenes(args: argparse.Namespace) -> int:
-    from ..organism import scenes as sc
-
     require_positive(args.n, "--n")
-    root = sc.ensure_split(args.split, n=args.n, seed=args.seed, root=args.out)
+    root = dataset.ensure_split(args.split, n=args.n, seed=args.seed, root=args.out)
     print(f"{args.n} {args.split} scenes: images in {Path(root) / 'images' / args.split}, "
           f"annotations in {Path(root) / 'annotations'}")
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..organism.evaluate import evaluate_heldout, report_json
-
     require_positive(args.n, "--n")
-    report = evaluate_heldout(args.model, n=args.n, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    report = evaluate_heldout(generation_settings(args), n=args.n)
     print("\n".join(report.lines()))
     if args.json:
         Path(args.json).write_text(report_json(report) + "\n")
@@ -55,7 +53,5 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..organism.train import main
-
     rest = [a for a in args.rest if a != "--"]
-    return main(rest)
+    return organism_training.main(rest)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..jsonio import read_json
+from ..metrics.pope import build_questions, evaluate_files, write_jsonl
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pope", help="score a POPE answers file against a question file")
@@ -22,8 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from ..metrics.pope import evaluate_files
-
     metrics, warnings = evaluate_files(args.questions, args.answers)
     for w in warnings[:5]:
         print(f"warning: {w}", file=sys.stderr)
@@ -34,9 +35,6 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..jsonio import read_json
-    from ..metrics.pope import build_questions, write_jsonl
-
     data = read_json(args.instances, "annotation file")
     qs = build_questions(data, args.sampling, args.num_images, args.num_per_image, args.seed)
     write_jsonl(qs, args.output)

@@ -17,7 +17,7 @@ Switches (the paper's ablation): ``gate`` (S1, off: G = 1), ``history`` (S2, off
 
 Example:
     >>> import afip_probe
-    >>> from afip_probe.correct import AFIP
+    >>> from afip_probe.correctors import AFIP
     >>> from afip_probe.models import tiny, adapter_for
     >>> model, processor = tiny.tiny_llava(layers=2)
     >>> inputs = adapter_for(model, processor).build_inputs(tiny.random_images(1), "describe")

@@ -6,7 +6,7 @@
 
 Example:
     >>> import torch
-    >>> from afip_probe.correct import PAI
+    >>> from afip_probe.correctors import PAI
     >>> from afip_probe.hooks.rowstats import image_index
     >>> from afip_probe.hooks.interceptor import RowContext
     >>> is_image = torch.tensor([[False, True, True, False]])

@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
 import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..errors import AfipError
 from ..models import ModelAdapter, adapter_for
@@ -64,10 +67,7 @@ class RowContext:
     text: torch.Tensor | None = None  # [B, kv] allowed non-image keys, the query's own key excluded
 
 
-def _sdpa(*args: Any, **kwargs: Any) -> Any:
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    return sdpa_attention_forward(*args, **kwargs)
+_sdpa = sdpa_attention_forward  # the model's own attention, for outputs nobody changed
 
 
 def last_row_scores(
@@ -190,9 +190,6 @@ def _attention_function(module: Any, query: torch.Tensor, key: torch.Tensor, val
 
 def register() -> None:
     """Register ``afip_probe`` with transformers' attention and mask interfaces (idempotent)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(IMPLEMENTATION, _attention_function)
     AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
@@ -296,7 +293,32 @@ def _generate(session: _Session, original: Any, *args: Any, **kwargs: Any) -> An
     return out
 
 
-@contextlib.contextmanager
+class Intervention:
+    """Score modifiers switched on for one model: active from creation until `close()` (or the end of
+    a ``with`` block), so it works in a notebook cell without ``with`` as well."""
+
+    def __init__(self, context: contextlib.AbstractContextManager[Any]):
+        closer = contextlib.ExitStack()
+        closer.enter_context(context)
+        self._closer: contextlib.ExitStack | None = closer
+
+    @property
+    def active(self) -> bool:
+        return self._closer is not None
+
+    def close(self) -> None:
+        """Restore the model (idempotent)."""
+        if self._closer is not None:
+            closer, self._closer = self._closer, None
+            closer.close()
+
+    def __enter__(self) -> "Intervention":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def trace(
     model: Any,
     processor: Any = None,
@@ -304,34 +326,57 @@ def trace(
     array_dtype: str = "float16",
     modifiers: Sequence[ScoreModifier] = (),
     adapter: ModelAdapter | None = None,
-) -> Iterator[Recorder]:
+) -> Recorder:
     """Record last-row attention of every decoder layer during `model.generate()`.
 
-    Yields a `Recorder`; after each generate() call its `traces` gain one `SampleTrace` per sample.
+    Returns the `Recorder`, already recording; after each generate() call its `traces` gain one
+    `SampleTrace` per sample. Use it in a ``with`` block, or call ``rec.close()`` when done.
     `modifiers` (e.g. the AFIP corrector) change the scores before the output is computed; the
     recorder always sees the unmodified row.
+
+    Example:
+        >>> from afip_probe.models import tiny, adapter_for
+        >>> model, processor = tiny.tiny_llava()
+        >>> rec = trace(model, processor)          # no `with`: a notebook cell
+        >>> _ = model.generate(**adapter_for(model, processor).build_inputs(tiny.random_images(1), "hi"),
+        ...                    max_new_tokens=2)
+        >>> rec.close(); len(rec.traces), model.config.text_config._attn_implementation
+        (1, 'sdpa')
     """
     adapter = adapter or adapter_for(model, processor)
     recorder = Recorder(adapter.num_layers, adapter.image_token_id, RecordConfig(level, array_dtype))
+    recorder.open(_tracing(model, adapter, recorder, modifiers))
+    return recorder
+
+
+@contextlib.contextmanager
+def _tracing(model: Any, adapter: ModelAdapter, recorder: Recorder,
+             modifiers: Sequence[ScoreModifier]) -> Iterator[None]:
     active = _active_session(model)
     if active is not None:  # inside `correct(model, ...)`: record in that session
         if active.recorder is not None:
             raise AfipError("this model is already being traced; nest trace() at most once")
         with _joined(active, modifiers, recorder):
-            yield recorder
+            yield
         return
     with _installed(model, _Session(adapter, recorder, modifiers)):
-        yield recorder
+        yield
+
+
+def intercept(model: Any, modifiers: Sequence[ScoreModifier], processor: Any = None,
+              adapter: ModelAdapter | None = None) -> Intervention:
+    """Apply score modifiers during `model.generate()` without recording, until the returned
+    `Intervention` is closed (or its ``with`` block ends).
+
+    Inside an active `trace(model)` the modifiers join that session, so the trace records both the
+    unmodified rows and the corrected ones (`SampleTrace.corrected`).
+    """
+    return Intervention(_intercepting(model, modifiers, processor, adapter))
 
 
 @contextlib.contextmanager
-def intercept(model: Any, modifiers: Sequence[ScoreModifier], processor: Any = None,
-              adapter: ModelAdapter | None = None) -> Iterator[None]:
-    """Apply score modifiers during `model.generate()` without recording.
-
-    Inside an active `trace(model)` the modifiers join that session, so the trace records both the
-    unmodified rows and the corrected ones (``extra["corrected/..."]``).
-    """
+def _intercepting(model: Any, modifiers: Sequence[ScoreModifier], processor: Any,
+                  adapter: ModelAdapter | None) -> Iterator[None]:
     active = _active_session(model)
     if active is not None:
         with _joined(active, modifiers, None):

@@ -16,57 +16,15 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import AfipError
-from ..models.base import ImageLayout
-from .rowstats import HEAD_FIELDS, LAYER_FIELDS, RowStats, RunMasks, Workspace, mask_rows, row_scores, row_stats
-
-LEVELS = ("stats", "maps", "full")
-
-
-@dataclass(frozen=True)
-class RecordConfig:
-    """What to keep per generated token (DESIGN §3).
-
-    level: ``stats`` (per-head scalars), ``maps`` (+ head-averaged image attention per layer) or
-    ``full`` (+ per-head pre-softmax image rows). Arrays of the larger levels are kept in
-    `array_dtype` (float16 by default, float32 for exact comparisons).
-    """
-
-    level: str = "stats"
-    array_dtype: str = "float16"
-
-    def __post_init__(self) -> None:
-        if self.level not in LEVELS:
-            raise AfipError(f"unknown record level {self.level!r}: use one of {', '.join(LEVELS)}")
-        if self.array_dtype not in ("float16", "float32"):
-            raise AfipError(f"array_dtype must be float16 or float32, not {self.array_dtype!r}")
-
-
-@dataclass
-class SampleTrace:
-    """Everything recorded for one sample of one `generate()` call (numpy, on the CPU)."""
-
-    prompt_ids: list[int]
-    generated_ids: list[int]
-    layout: ImageLayout
-    head: dict[str, np.ndarray]  # field -> [T, L, H] float32
-    layer: dict[str, np.ndarray]  # field -> [T, L] float32
-    token_entropy: np.ndarray  # [T] entropy of softmax(raw logits) (Eq. 4)
-    logprob: np.ndarray  # [T] log-probability of the generated token under the raw logits
-    maps: np.ndarray | None = None  # [T, L, n] head-averaged post-softmax image attention
-    scores: np.ndarray | None = None  # [T, L, H, n] per-head pre-softmax image scores
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. corrected rows
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.generated_ids)
-
+from ..records import HEAD_FIELDS, LAYER_FIELDS, ImageLayout, RecordConfig, RowArrays, SampleTrace
+from .rowstats import RowStats, RunMasks, Workspace, mask_rows, row_scores, row_stats
 
 class _Rows:
     """Row statistics of a run: per step, one entry per group of layers summarised together."""
@@ -139,9 +97,31 @@ class Recorder:
         self._run: _Run | None = None
         self._work = Workspace()  # score rows and scratch space, reused across steps and runs
 
+        self._closer: contextlib.ExitStack | None = None
+
     @property
     def active(self) -> bool:
         return self._run is not None
+
+    # ------------------------------------------------------------------ recording on / off
+    def open(self, context: contextlib.AbstractContextManager[Any]) -> None:
+        """Keep `context` (the interceptor's installation) entered until `close()`."""
+        self.close()
+        closer = contextlib.ExitStack()
+        closer.enter_context(context)
+        self._closer = closer
+
+    def close(self) -> None:
+        """Stop recording and restore the model (idempotent); the traces stay readable."""
+        if self._closer is not None:
+            closer, self._closer = self._closer, None
+            closer.close()
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ run lifecycle
     def start_run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layouts: list[ImageLayout],
@@ -187,7 +167,7 @@ class Recorder:
             self._run.raw_rows.append((layer, query[:, :, -1:, :], key, scaling, attention_mask))
 
     def on_corrected(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor) -> None:
-        """The same row after score modifiers; kept as ``extra["corrected/..."]`` next to the raw row."""
+        """The same row after score modifiers; kept as `SampleTrace.corrected` next to the raw row."""
         if self._run is not None:
             self._run.pending.append(("corrected", layer, scores, allowed))
 
@@ -280,12 +260,11 @@ class Recorder:
                 scores=None if scores is None else np.ascontiguousarray(scores[:length, :, b, :, :n]),
             )
             if c_head is not None and c_layer is not None:
-                trace.extra.update({f"corrected/head/{f}": np.ascontiguousarray(c_head[:length, :, b, i])
-                                    for i, f in enumerate(HEAD_FIELDS)})
-                trace.extra.update({f"corrected/layer/{f}": np.ascontiguousarray(c_layer[:length, :, b, i])
-                                    for i, f in enumerate(LAYER_FIELDS)})
-                if c_maps is not None:
-                    trace.extra["corrected/maps"] = np.ascontiguousarray(c_maps[:length, :, b, :n])
+                trace.corrected = RowArrays(
+                    head={f: np.ascontiguousarray(c_head[:length, :, b, i]) for i, f in enumerate(HEAD_FIELDS)},
+                    layer={f: np.ascontiguousarray(c_layer[:length, :, b, i]) for i, f in enumerate(LAYER_FIELDS)},
+                    maps=None if c_maps is None else np.ascontiguousarray(c_maps[:length, :, b, :n]),
+                )
             out.append(trace)
         self.traces.extend(out)
         return out

@@ -8,24 +8,11 @@ when they form one block, the text keys are reduced part by part, and no probabi
 keys is ever formed — every statistic comes from a log-sum-exp per part and three reductions of
 exp(B_I - max B_I), two of them matrix products.
 
-Per head (stacked along `HEAD_FIELDS`):
-    var              Σ_{i∈I} A_i                           (Eq. 2, VAR)
-    img_max_score    V = max_{i∈I} B_i                     (gating signal)
-    txt_max_score    T = max over allowed non-image keys, the query's own key excluded
-    img_mean_score   mean_{i∈I} B_i
-    txt_mean_score   mean over the same text keys as T
-    img_mean_prob    mean_{i∈I} A_i
-    txt_mean_prob    mean of A over the text keys
-    lse              log Σ_j exp B_j (so A_j = exp(B_j - lse))
-    img_entropy      entropy of P = A_I / Σ A_I (renormalised over image keys)
-    kl_to_mean       Σ_i P_i (log P_i - log P̄_i), P̄ the head mean of P (Eq. 3 before the head mean)
-Per layer (`LAYER_FIELDS`):
-    attn_entropy         -Σ_i Ā_i log(Ā_i + ε), Ā = head mean of A_I, not renormalised (Eq. 1)
-    attn_entropy_renorm  the same with Ā renormalised to sum 1
-    kl                   mean over heads of kl_to_mean (D_kl^l of Eq. 3)
+The statistics, per head and per layer, are those named in `afip_probe.records.fields`.
 
 Example:
     >>> import torch
+    >>> from afip_probe.records import HEAD_FIELDS
     >>> scores = torch.zeros(1, 2, 4)                    # [B, H, kv]
     >>> is_image = torch.tensor([[False, True, True, False]])
     >>> out = row_stats(scores, is_image, torch.ones(1, 4, dtype=torch.bool), image_index(is_image))
@@ -39,19 +26,6 @@ from dataclasses import dataclass
 
 import torch
 
-HEAD_FIELDS = (
-    "var",
-    "img_max_score",
-    "txt_max_score",
-    "img_mean_score",
-    "txt_mean_score",
-    "img_mean_prob",
-    "txt_mean_prob",
-    "lse",
-    "img_entropy",
-    "kl_to_mean",
-)
-LAYER_FIELDS = ("attn_entropy", "attn_entropy_renorm", "kl")
 EPS = 1e-8  # ε of Eq. 1
 
 

@@ -22,12 +22,19 @@ import gzip
 import io
 import json
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+import nltk
+from nltk.corpus import wordnet
+from nltk.stem import WordNetLemmatizer
+from pycocotools.coco import COCO
+from tqdm.auto import tqdm
 
 from ..errors import AfipError
 from ..jsonio import read_json
@@ -48,10 +55,17 @@ NLTK_RESOURCES = {
 }
 
 
-def require_nltk() -> None:
-    """Fail with one clear message when an NLTK resource CHAIR needs is missing (never downloads)."""
-    import nltk
+def packaged_nltk_data() -> Path:
+    """The NLTK resources CHAIR needs, shipped in their smallest working form (see data/SOURCES.md)."""
+    return Path(str(_data_file("nltk_data")))
 
+
+def require_nltk() -> None:
+    """Make the packaged NLTK resources findable (after ``NLTK_DATA`` and NLTK's own folders, which
+    override them) and fail with one clear message if a resource is still missing (never downloads)."""
+    packaged = str(packaged_nltk_data())
+    if packaged not in nltk.data.path:
+        nltk.data.path.append(packaged)
     missing = []
     for name, path in NLTK_RESOURCES.items():
         try:
@@ -64,8 +78,8 @@ def require_nltk() -> None:
     if missing:
         raise AfipError(
             f"CHAIR needs the NLTK resources punkt_tab, averaged_perceptron_tagger_eng and wordnet; missing: "
-            f"{', '.join(missing)}. Install them with `python -m nltk.downloader punkt_tab "
-            "averaged_perceptron_tagger_eng wordnet`, or point NLTK_DATA at a folder that has them"
+            f"{', '.join(missing)} (the copy shipped in {packaged} is incomplete: reinstall afip-probe), or "
+            "point NLTK_DATA at a folder that has them"
         )
 
 
@@ -190,6 +204,29 @@ class Chair:
         return cls.from_coco(annotation_dir) if annotation_dir else cls.from_packaged()
 
     @classmethod
+    def for_images(cls, images: Iterable[str | os.PathLike], annotations: str | os.PathLike | None = None) -> "Chair":
+        """Ground truth chosen from the images, never from the model: `annotations` when given; else
+        the COCO-format dataset the images belong to (an ``annotations/instances_*.json`` folder next to
+        their folder or one or two levels up, as the organism's scenes and a COCO download lay out) and
+        the packaged COCO 2014 objects for images outside such a dataset (COCO file names)."""
+        if annotations:
+            return cls.from_coco(annotations)
+        folders = sorted({d for d in (annotation_dir_for(Path(str(p))) for p in images)}, key=str)
+        if folders == [None]:
+            return cls.from_packaged()
+        sources = [cls.from_coco(d) if d is not None else cls.from_packaged() for d in folders]
+        if len(sources) == 1:
+            return sources[0]
+        merged: dict[Any, set[str]] = {}
+        for d, src in zip(folders, sources):
+            clash = next((k for k in src.gt if k in merged and merged[k] != src.gt[k]), None)
+            if clash is not None:
+                raise AfipError(f"image id {clash} has different ground truth in the datasets of these images "
+                                f"({d or 'packaged COCO 2014'}); evaluate them separately or give --annotations")
+            merged.update(src.gt)
+        return cls(merged)
+
+    @classmethod
     def from_coco(cls, annotation_dir: str | os.PathLike) -> "Chair":
         """Ground truth as the reference builds it: instance categories, then caption objects, of every
         ``instances_*.json`` / ``captions_*.json`` in `annotation_dir` (COCO 2014 train+val, or any
@@ -218,10 +255,6 @@ class Chair:
     # ------------------------------------------------------------------ the algorithm
     def caption_to_words(self, caption: str) -> tuple[list[str], list[str], list[int], list[str], list[Mention]]:
         """words, node words, reference idxs, merged words, and mentions with char spans."""
-        import nltk
-        from nltk.corpus import wordnet
-        from nltk.stem import WordNetLemmatizer
-
         tokens = nltk.word_tokenize(caption.lower())
         tagged = nltk.pos_tag(tokens)
         wnl = WordNetLemmatizer()
@@ -282,8 +315,6 @@ class Chair:
 
     def compute(self, captions: Iterable[tuple[Any, str]], progress: bool = False) -> ChairResult:
         """Per-caption results and overall CHAIRs, CHAIRi, Recall, Len (Len = 0.01 x mean words)."""
-        from tqdm.auto import tqdm
-
         sentences, warnings = [], []
         n_h_caps = h_words = coco_words = len_words = recall_n = gt_n = 0
         for image_id, caption in tqdm(list(captions), desc="CHAIR", disable=not progress):
@@ -310,6 +341,21 @@ class Chair:
         return ChairResult(sentences, overall, warnings)
 
 
+COCO_FILE = re.compile(r"COCO_(train|val)2014_\d+$")
+
+
+def annotation_dir_for(image: Path) -> Path | None:
+    """The ``annotations`` folder of the COCO-format dataset `image` belongs to, or None for COCO 2014
+    file names (the packaged objects serve those) and images outside any such dataset."""
+    if COCO_FILE.match(image.stem):
+        return None
+    for parent in list(image.parents)[:3]:
+        folder = parent / "annotations"
+        if folder.is_dir() and any(folder.glob("instances_*.json")):
+            return folder.resolve()
+    return None
+
+
 def _wordnet_pos(tag: str, wordnet: Any) -> str | None:
     if tag.startswith("J"):
         return wordnet.ADJ
@@ -323,8 +369,6 @@ def _wordnet_pos(tag: str, wordnet: Any) -> str | None:
 
 
 def _load_coco(path: Path) -> Any:
-    from pycocotools.coco import COCO
-
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(path))

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+from sklearn.metrics import roc_auc_score, roc_curve
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -43,7 +45,6 @@ class GroupTest:
 
 def compare_groups(a: np.ndarray, b: np.ndarray) -> GroupTest:
     """Welch t and Mann–Whitney U of `a` vs `b` (NaNs dropped; NaN statistics below 2 values per group)."""
-    from scipy import stats
 
     a = _finite(a)
     b = _finite(b)
@@ -72,7 +73,6 @@ class Correlation:
 
 def correlate(x: np.ndarray, y: np.ndarray) -> Correlation:
     """Spearman and Pearson correlation of x and y (pairs with a NaN dropped)."""
-    from scipy import stats
 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     keep = np.isfinite(x) & np.isfinite(y)
@@ -91,7 +91,6 @@ def bootstrap_ci(values: np.ndarray, statistic: Callable[..., float] = np.mean,
     """(estimate, low, high): `statistic` of `values` and its percentile bootstrap CI (scipy.stats.bootstrap).
 
     With fewer than 2 values, or all equal, the CI collapses onto the estimate."""
-    from scipy import stats
 
     values = _finite(values)
     if len(values) == 0:
@@ -134,7 +133,6 @@ class RocCurve:
 
 def roc(scores: np.ndarray, positive: np.ndarray) -> RocCurve:
     """ROC and AUC of `scores` (higher = more likely positive) against boolean `positive`."""
-    from sklearn.metrics import roc_auc_score, roc_curve
 
     s = np.asarray(scores, np.float64)
     y = np.asarray(positive).astype(bool)
@@ -166,7 +164,6 @@ class LowRate:
 
 def low_value_rate(values: np.ndarray, hallucinated: np.ndarray, quantile: float = 0.3) -> LowRate:
     """Hallucination rate among the lowest `quantile` of `values` (≤ the quantile) vs the rest."""
-    from scipy import stats
 
     v = np.asarray(values, np.float64)
     h = np.asarray(hallucinated).astype(bool)

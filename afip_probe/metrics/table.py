@@ -32,13 +32,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..errors import AfipError
+from ..records import LAYER_FIELDS, array_name
 from .chair import Chair
 from .labels import label_tokens
 
 METRICS = ("attn_entropy", "attn_entropy_renorm", "var", "kl", "peak_gap", "mean_gap", "mean_gap_prob")
+#: the recorded statistics (`afip_probe.records.fields`) the metrics are computed from
 HEAD_INPUTS = ("var", "img_max_score", "txt_max_score", "img_mean_score", "txt_mean_score",
                "img_mean_prob", "txt_mean_prob")
-LAYER_INPUTS = ("attn_entropy", "attn_entropy_renorm", "kl")
+LAYER_INPUTS = LAYER_FIELDS
 
 
 def default_layer_ranges(num_layers: int) -> dict[str, list[int]]:
@@ -83,12 +85,10 @@ def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequen
     """The per-token metric columns of one sample from its recorded arrays; each value is [T].
 
     `source="corrected"` reads the rows after a corrector (``corrected/...``) instead of the raw ones."""
-    if source not in ("raw", "corrected"):
-        raise AfipError(f"source must be 'raw' or 'corrected', not {source!r}")
-    prefix = "" if source == "raw" else "corrected/"
     try:
-        head = {f: np.asarray(arrays[f"{prefix}head/{f}"]).mean(axis=2, dtype=np.float64) for f in HEAD_INPUTS}  # [T, L]
-        layer = {f: np.asarray(arrays[f"{prefix}layer/{f}"], dtype=np.float64) for f in LAYER_INPUTS}  # [T, L]
+        head = {f: np.asarray(arrays[array_name("head", f, source)]).mean(axis=2, dtype=np.float64)
+                for f in HEAD_INPUTS}  # [T, L]
+        layer = {f: np.asarray(arrays[array_name("layer", f, source)], dtype=np.float64) for f in LAYER_INPUTS}  # [T, L]
     except KeyError as e:
         what = "corrected rows (trace with a corrector on)" if source == "corrected" else "stats arrays"
         raise AfipError(f"this store has no {what}: {e.args[0]}") from None
@@ -109,16 +109,10 @@ def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequen
     return out
 
 
-def chair_for(store: Any) -> Chair:
-    """The CHAIR evaluator that fits a store: the organism's scene annotations for organism runs,
-    else the packaged COCO 2014 ground truth."""
-    from ..organism import is_organism
-
-    if is_organism(str(store.settings.get("model", ""))):
-        from ..organism.scenes import heldout_dirs
-
-        return Chair.from_coco(heldout_dirs(progress=False)[1])
-    return Chair.from_packaged()
+def chair_for(store: Any, annotations: str | None = None) -> Chair:
+    """The CHAIR evaluator that fits a store's images (`Chair.for_images`): `annotations` if given, else
+    the dataset the traced images belong to, else the packaged COCO 2014 ground truth."""
+    return Chair.for_images(store.samples()["image"], annotations)
 
 
 def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str]] | None = None,
@@ -126,7 +120,8 @@ def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str
                 progress: bool = False) -> pd.DataFrame:
     """The tidy per-token table of a trace store, labelled with CHAIR (see the module doc).
 
-    `chair` defaults to `chair_for(store)`; `gt` overrides ground truth per image id. Labelling
+    `chair` defaults to `chair_for(store)` (ground truth chosen from the traced images); `gt` overrides
+    ground truth per image id. Labelling
     warnings are kept in ``result.attrs["warnings"]``."""
     samples = store.samples(status="ok")
     if samples.empty:
@@ -134,7 +129,7 @@ def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str
     tokens = store.tokens()
     if tokens.empty:
         raise AfipError(f"{store.root}: the finished samples generated no tokens")
-    num_layers = int(store.settings.get("num_layers") or np.asarray(store.arrays(samples.sample_id[0])["layer/kl"]).shape[1])
+    num_layers = int(store.settings.get("num_layers") or np.asarray(store.arrays(samples.sample_id[0])[array_name("layer", "kl")]).shape[1])
     ranges = dict(layer_ranges) if layer_ranges is not None else default_layer_ranges(num_layers)
     chair = chair if chair is not None else chair_for(store)
     labelled = label_tokens(tokens, samples, chair, gt)

@@ -9,26 +9,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 from .base import SUPPORTED_FAMILIES, ImageLayout, ModelAdapter, read_image_token_id
-from .llava import LlavaAdapter
 from .loading import LoadedModel, load
-from .qwen2_vl import Qwen25VLAdapter, Qwen2VLAdapter
-
-#: model_type of the top-level config -> adapter class
-ADAPTERS: dict[str, type[ModelAdapter]] = {
-    "llava": LlavaAdapter,
-    "qwen2_vl": Qwen2VLAdapter,
-    "qwen2_5_vl": Qwen25VLAdapter,
-}
-
-
-def adapter_for(model: Any, processor: Any = None) -> ModelAdapter:
-    """The adapter for `model`: a family-specific one when known, else the generic one."""
-    cls = ADAPTERS.get(getattr(model.config, "model_type", ""), ModelAdapter)
-    return cls(model, processor)
-
+from .registry import ADAPTERS, adapter_for
 
 __all__ = [
     "ADAPTERS",

@@ -14,12 +14,12 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from ..errors import AfipError
+from ..records.layout import ImageLayout, grid_region, processor_region
 
 SUPPORTED_FAMILIES = (
     "LLaVA-1.5 (LlavaForConditionalGeneration)",
@@ -36,29 +36,6 @@ def read_image_token_id(config: Any) -> int | None:
         if value is not None:
             return int(value)
     return None
-
-
-@dataclass(frozen=True)
-class ImageLayout:
-    """Where one sample's image tokens are and how they map onto the image.
-
-    `positions` are indices into the sample's own (unpadded) prompt; `grid` is (rows, cols) of the
-    patch grid the image tokens form, row-major, so `positions[r * cols + c]` is patch (r, c).
-    """
-
-    positions: list[int]
-    grid: tuple[int, int]
-
-    @property
-    def spans(self) -> list[tuple[int, int]]:
-        """Contiguous [start, end) runs of image positions."""
-        runs: list[tuple[int, int]] = []
-        for p in self.positions:
-            if runs and runs[-1][1] == p:
-                runs[-1] = (runs[-1][0], p + 1)
-            else:
-                runs.append((p, p + 1))
-        return runs
 
 
 class ModelAdapter:
@@ -151,9 +128,7 @@ class ModelAdapter:
 
     def image_region(self, width: int, height: int) -> tuple[float, float, float, float]:
         """(x0, y0, x1, y1): the box of an original `width` x `height` image that the patch grid covers,
-        from the processor's resize / pad / crop settings (see `afip_probe.plots.heatmap.processor_region`)."""
-        from ..plots.heatmap import grid_region, processor_region
-
+        from the processor's resize / pad / crop settings (see `afip_probe.records.layout.processor_region`)."""
         image_processor = getattr(self.processor, "image_processor", None)
         if image_processor is None:
             return grid_region(self.family, width, height)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from ..errors import AfipError, UnsupportedModelError
-from .base import SUPPORTED_FAMILIES, read_image_token_id
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .base import ModelAdapter
+from ..errors import AfipError, UnsupportedModelError
+from ..organism import checkpoint_dir
+from .base import SUPPORTED_FAMILIES, ModelAdapter, read_image_token_id
+from .registry import adapter_for
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -22,7 +23,7 @@ class LoadedModel:
 
     model: Any
     processor: Any
-    adapter: "ModelAdapter"
+    adapter: ModelAdapter
     name: str
 
 
@@ -57,13 +58,7 @@ def load(
     `name_or_path` is a hub id (e.g. ``llava-hf/llava-1.5-7b-hf``), a local directory written by
     ``save_pretrained``, or ``organism`` for the bundled model organism.
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    from . import adapter_for
-
-    if name_or_path == "organism":
-        from ..organism import checkpoint_dir  # bundled checkpoint (DESIGN §9)
-
+    if name_or_path == "organism":  # the bundled checkpoint (DESIGN §9)
         name_or_path = str(checkpoint_dir())
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)

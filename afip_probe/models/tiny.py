@@ -16,7 +16,20 @@ from __future__ import annotations
 import string
 from typing import Any, Iterable
 
+import numpy as np
 import torch
+import transformers
+from PIL import Image
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
 
 DEFAULT_CORPUS = [
     "the image shows a dog and a frisbee on the grass near a bench",
@@ -54,8 +67,6 @@ QWEN_SPECIALS = [
 
 def llama_style_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 500) -> Any:
     """A SentencePiece-like BPE tokenizer (``▁`` word marker) with LLaVA's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
@@ -78,8 +89,6 @@ def llama_style_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: in
 
 def qwen_style_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 600) -> Any:
     """A byte-level BPE tokenizer with Qwen2-VL's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -124,15 +133,6 @@ def tiny_llava(
 
     ``intermediate`` is the decoder's MLP width (default ``2 * hidden``).
     """
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
     tok = tokenizer or llama_style_tokenizer()
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
@@ -178,8 +178,6 @@ def tiny_llava(
 
 def _qwen_processor_class(family: str) -> type:
     """Qwen processors insist on a video processor, which needs torchvision; allow none for images only."""
-    import transformers
-
     base = transformers.Qwen2VLProcessor if family == "qwen2_vl" else transformers.Qwen2_5_VLProcessor
 
     class ImageOnlyProcessor(base):  # type: ignore[misc, valid-type]
@@ -202,8 +200,6 @@ def tiny_qwen2_vl(
     seed: int = 0,
 ) -> tuple[Any, Any]:
     """A random-weight Qwen2-VL (or Qwen2.5-VL with ``family="qwen2_5_vl"``) and its processor."""
-    import transformers
-
     tok = tokenizer or qwen_style_tokenizer()
     image_processor = transformers.Qwen2VLImageProcessor(
         min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16, patch_size=14, merge_size=2, temporal_patch_size=2
@@ -258,8 +254,6 @@ def _set_generation_defaults(model: Any, tok: Any) -> None:
 
 def random_images(n: int, seed: int = 0, sizes: Iterable[tuple[int, int]] | None = None) -> list[Any]:
     """`n` random RGB PIL images (width, height from `sizes`, default 48x40)."""
-    import numpy as np
-    from PIL import Image
 
     rng = np.random.default_rng(seed)
     sizes = list(sizes) if sizes is not None else [(48, 40)] * n

@@ -1,8 +1,12 @@
 """The model organism (DESIGN §9): a small trained LLaVA that hallucinates for the reasons real ones do.
 
-- `scenes`: synthetic COCO-format scenes with co-occurrence priors (held-out split drawn on demand);
-- `train`: the deterministic CPU training script that made the bundled checkpoint;
-- `evaluate`: CHAIR of the organism on its held-out scenes.
+- `catalog`: the categories, scene types, co-occurrence priors and the sampling of a scene's contents;
+- `drawing`: each scene drawn as an image;
+- `captions`: captions and yes/no questions in COCO vocabulary;
+- `dataset`: scenes written as a COCO-format dataset, cached (held-out split drawn on demand).
+
+Its training (`afip_probe.pipelines.organism_training`) and CHAIR evaluation
+(`afip_probe.pipelines.organism_eval`) are pipelines; this package is data and needs no torch.
 
 Load it by name anywhere a model id is accepted (``--model organism``), or with plain transformers:
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import AfipError
+from .dataset import heldout_dirs
 
 NAME = "organism"
 
@@ -29,7 +34,7 @@ def checkpoint_dir() -> Path:
     if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
         raise AfipError(
             f"the organism checkpoint is missing from {path}; rebuild it with "
-            "`python -m afip_probe.organism.train --out afip_probe/organism/checkpoint`"
+            "`python -m afip_probe.pipelines.organism_training --out afip_probe/organism/checkpoint`"
         )
     return path
 
@@ -42,3 +47,11 @@ def is_organism(model_name: str) -> bool:
         return Path(str(model_name)).resolve() == checkpoint_dir()
     except AfipError:
         return False
+
+
+def default_images(model_name: str, progress: bool = True) -> list[str]:
+    """The images a job runs on when none are given: the held-out scenes for the organism (drawn into
+    the cache on first use); any other model needs ``--images``."""
+    if not is_organism(model_name):
+        raise AfipError("give --images (a COCO-format image folder) for this model")
+    return [str(heldout_dirs(progress)[0])]

@@ -1,24 +1,31 @@
-"""Hyper-parameter sweep of the AFIP corrector on the organism's held-out scenes (CHAIR per setting).
+"""Experiments with the AFIP corrector on the organism's held-out scenes: the hyper-parameter sweep
+and the paper's S1/S2/S3 ablation (CHAIR per setting).
 
-The paper prints no α and γ; the defaults of `afip_probe.correct.AFIP` come from this sweep. It varies
-one parameter at a time around a base setting (plus the α × γ grid), captions the first `n` held-out
-scenes greedily with each setting and writes CHAIRs / CHAIRi / Recall / Len to a CSV.
+The paper prints no α and γ; the defaults of `afip_probe.correctors.AFIP` come from this sweep. It
+varies one parameter at a time around a base setting (plus the α × γ grid), captions the first `n`
+held-out scenes greedily with each setting and writes CHAIRs / CHAIRi / Recall / Len to a CSV.
 
-    python -m afip_probe.correct.sweep --n 200 --out sweep.csv
+    afip-probe sweep --n 200 --out sweep.csv
+    afip-probe sweep --ablation afip --n 500 --out ablation.csv
 
 Example:
-    >>> from afip_probe.correct.sweep import grid
+    >>> from afip_probe.pipelines.experiments import grid
     >>> len(grid()) > 10
     True
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+import itertools
 import time
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+
+from ..correctors import parse_spec
+from .organism_eval import evaluate_heldout
+from .settings import GenerationSettings
 
 BASE = {"alpha": 0.1, "gamma": 0.1, "k": 6, "tau": 0.5, "layers": "2-"}
 AXES = {
@@ -49,20 +56,21 @@ def grid() -> list[dict[str, Any]]:
     return unique
 
 
-def sweep(model: Any = "organism", n: int = 200, out: str | Path = "sweep.csv", progress: bool = True) -> Any:
-    import pandas as pd
+def _settings(model: str) -> GenerationSettings:
+    """Greedy captions of 96 tokens in batches of 32 on the CPU, as the published sweep and ablation ran."""
+    return GenerationSettings(model, max_new_tokens=96, batch_size=32, device="cpu")
 
-    from ..models import load
-    from ..organism.evaluate import evaluate_heldout
-    from .spec import parse_spec
 
-    loaded = load(str(model), device="cpu") if isinstance(model, str) else model
+def sweep(model: str = "organism", n: int = 200, out: str | Path = "sweep.csv", progress: bool = True) -> pd.DataFrame:
+    """CHAIR of the baseline and of every setting of `grid()`; the CSV is rewritten after each setting."""
+    settings = _settings(model)
+    loaded = settings.load()
     rows = []
     settings: list[dict[str, Any] | None] = [None] + grid()  # None: no corrector
     for setting in settings:
         start = time.perf_counter()
         mods = [] if setting is None else [parse_spec(spec(setting))]
-        rep = evaluate_heldout(loaded, n=n, modifiers=mods, progress=False)
+        rep = evaluate_heldout(settings, n=n, loaded=loaded, modifiers=mods, progress=False)
         row = {"setting": "baseline" if setting is None else spec(setting), **(setting or {}),
                **{k: round(v * 100, 2) for k, v in rep.overall.items()},
                "hallucinated": rep.hallucinated_mentions, "seconds": round(time.perf_counter() - start, 1)}
@@ -74,18 +82,11 @@ def sweep(model: Any = "organism", n: int = 200, out: str | Path = "sweep.csv", 
     return pd.DataFrame(rows)
 
 
-def ablation(model: Any = "organism", n: int = 500, out: str | Path = "ablation.csv", base: str = "afip",
-             progress: bool = True) -> Any:
+def ablation(model: str = "organism", n: int = 500, out: str | Path = "ablation.csv", base: str = "afip",
+             progress: bool = True) -> pd.DataFrame:
     """The paper's Table 4: CHAIR with each combination of S1 (gate), S2 (history), S3 (head correction)."""
-    import itertools
-
-    import pandas as pd
-
-    from ..models import load
-    from ..organism.evaluate import evaluate_heldout
-    from .spec import parse_spec
-
-    loaded = load(str(model), device="cpu") if isinstance(model, str) else model
+    settings = _settings(model)
+    loaded = settings.load()
     rows = []
     sep = "," if ":" in base else ":"
     for gate, history, head in [(None, None, None)] + list(itertools.product([False, True], repeat=3)):
@@ -95,7 +96,7 @@ def ablation(model: Any = "organism", n: int = 500, out: str | Path = "ablation.
             name = f"{base}{sep}gate={'on' if gate else 'off'},history={'on' if history else 'off'}," \
                    f"head_correction={'on' if head else 'off'}"
             mods = [parse_spec(name)]
-        rep = evaluate_heldout(loaded, n=n, modifiers=mods, progress=False)
+        rep = evaluate_heldout(settings, n=n, loaded=loaded, modifiers=mods, progress=False)
         rows.append({"S1 gate": gate, "S2 history": history, "S3 head correction": head, "setting": name,
                      **{k: round(v * 100, 2) for k, v in rep.overall.items()}})
         if progress:
@@ -103,23 +104,3 @@ def ablation(model: Any = "organism", n: int = 500, out: str | Path = "ablation.
                   f"Recall {rows[-1]['Recall']:6.2f}", flush=True)
         pd.DataFrame(rows).to_csv(out, index=False)
     return pd.DataFrame(rows)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m afip_probe.correct.sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="organism")
-    p.add_argument("--n", type=int, default=200, help="held-out scenes per setting (default: %(default)s)")
-    p.add_argument("--out", default="sweep.csv")
-    p.add_argument("--ablation", metavar="SPEC", help="instead of the sweep, run the S1/S2/S3 ablation of this "
-                   "AFIP spec (e.g. afip:alpha=0.1,gamma=0.1)")
-    args = p.parse_args(argv)
-    if args.ablation:
-        ablation(args.model, args.n, args.out, base=args.ablation)
-    else:
-        sweep(args.model, args.n, args.out)
-    print(f"table: {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

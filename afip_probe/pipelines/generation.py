@@ -5,8 +5,9 @@ with none it is plain ``generate()``. Results are appended to a JSONL file one l
 come, so a killed run keeps what it finished and a rerun with the same file skips those images.
 
 Example:
-    >>> from afip_probe.generate import caption_images
-    >>> rows = caption_images("organism", ["scenes/val/"], "captions.jsonl")   # doctest: +SKIP
+    >>> from afip_probe.pipelines.generation import caption_images
+    >>> from afip_probe.pipelines.settings import GenerationSettings
+    >>> rows = caption_images(GenerationSettings("organism"), ["scenes/val/"], "captions.jsonl")  # doctest: +SKIP
     >>> rows[0].keys()                                                       # doctest: +SKIP
     dict_keys(['image_id', 'image', 'caption'])
 """
@@ -19,8 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .errors import AfipError, require_positive
-from .run import ImageItem, collect_images, load_image
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..errors import AfipError
+from ..hooks import intercept
+from ..images import ImageItem, load_image
+from ..models import LoadedModel
+from .settings import GenerationSettings, resolve_model
+from .tracing import as_items
 
 
 @dataclass(frozen=True)
@@ -51,8 +60,6 @@ def _done_keys(path: Path) -> set[str]:
 
 def check_images(paths: set[Path]) -> None:
     """Raise one AfipError naming every missing or unreadable image, before any generation."""
-    from PIL import Image
-
     bad = []
     for p in sorted(paths):
         try:
@@ -64,56 +71,44 @@ def check_images(paths: set[Path]) -> None:
         raise AfipError(f"{len(bad)} image(s) cannot be read, e.g. {bad[0]}; remove or replace them and run again")
 
 
-def _resolve(model: Any, device: str, dtype: str) -> Any:
-    from .models import LoadedModel, load
-
-    return model if isinstance(model, LoadedModel) else load(str(model), device=device, dtype=dtype)
-
-
 def generate_jobs(
-    model: Any,
+    settings: GenerationSettings,
     jobs: Sequence[Job],
     out: str | Path | None,
+    *,
+    loaded: LoadedModel | None = None,
     output_key: str = "caption",
-    max_new_tokens: int = 96,
-    batch_size: int = 16,
     modifiers: Sequence[Any] = (),
-    device: str = "auto",
-    dtype: str = "auto",
     progress: bool = True,
     desc: str = "generate",
 ) -> list[dict[str, Any]]:
-    """Run every job greedily (batched, left-padded) and return one row per job.
+    """Run every job (batched, left-padded; greedy unless `settings` sample) and return one row per job.
 
     With `out`, rows are appended to that JSONL file as they finish and jobs already in it are
-    skipped (resume). Unreadable images raise `AfipError` before any generation starts.
+    skipped (resume). Unreadable images raise `AfipError` before any generation starts. The job's own
+    prompt is used, not `settings.prompt`.
     """
-    from tqdm.auto import tqdm
-
-    from .hooks import intercept
-
-    require_positive(max_new_tokens, "--max-new-tokens")
-    require_positive(batch_size, "--batch-size")
-    loaded = _resolve(model, device, dtype)
+    loaded = resolve_model(settings, loaded)
+    batch_size = settings.batch_size
     out_path = Path(out) if out is not None else None
     done = _done_keys(out_path) if out_path is not None else set()
     todo = [j for j in jobs if j.key not in done]
     tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
     dev = next(loaded.model.parameters()).device
-    ctx = intercept(loaded.model, modifiers, adapter=loaded.adapter) if modifiers else contextlib.nullcontext()
     check_images({j.item.path for j in todo})
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
     sink = out_path.open("a") if out_path is not None else None
     try:
-        with ctx:
+        with intercept(loaded.model, modifiers, adapter=loaded.adapter) if modifiers else contextlib.nullcontext():
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 opened = {p: load_image(p) for p in {j.item.path for j in batch}}
                 imgs = [opened[j.item.path] for j in batch]
                 inputs = loaded.adapter.build_inputs(imgs, [j.prompt for j in batch], device=dev)
                 width = inputs["input_ids"].shape[1]
-                seqs = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+                torch.manual_seed(settings.seed + start // batch_size)
+                seqs = loaded.model.generate(**inputs, **settings.generate_kwargs())
                 texts = tokenizer.batch_decode(seqs[:, width:], skip_special_tokens=True)
                 for j, text in zip(batch, texts):
                     row = {"image_id": j.item.image_id, "image": j.item.path.name, "sample_id": j.item.sample_id,
@@ -131,16 +126,15 @@ def generate_jobs(
 
 
 def caption_images(
-    model: Any,
-    images: Sequence[str | Path] | list[ImageItem],
+    settings: GenerationSettings,
+    images: Sequence[str | Path] | Sequence[ImageItem],
     out: str | Path | None,
-    prompt: str = "Please describe this image in detail.",
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Caption every image; rows are ``{image_id, image, sample_id, prompt, caption}`` (OPERA's CHAIR format)."""
-    items = images if images and isinstance(images[0], ImageItem) else collect_images(images)  # type: ignore[arg-type]
-    return generate_jobs(model, [Job(it, prompt) for it in items], out, output_key="caption",
-                         desc=kwargs.pop("desc", "caption"), **kwargs)
+    """Caption every image with `settings.prompt`; rows are ``{image_id, image, sample_id, prompt, caption}``
+    (OPERA's CHAIR format). `kwargs` go to `generate_jobs`."""
+    jobs = [Job(it, settings.prompt) for it in as_items(images)]
+    return generate_jobs(settings, jobs, out, output_key="caption", desc=kwargs.pop("desc", "caption"), **kwargs)
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

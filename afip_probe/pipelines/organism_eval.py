@@ -1,7 +1,7 @@
 """CHAIR of a model on the organism's held-out scenes, and where its hallucinations come from.
 
 Example (about a minute on 2 CPU cores for 500 scenes):
-    >>> from afip_probe.organism.evaluate import evaluate_heldout
+    >>> from afip_probe.pipelines.organism_eval import evaluate_heldout
     >>> report = evaluate_heldout("organism", n=500)       # doctest: +SKIP
     >>> round(report.overall["Recall"], 2) >= 0.8          # doctest: +SKIP
     True
@@ -15,7 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import scenes as sc
+from ..metrics.chair import Chair
+from ..models import LoadedModel
+from ..organism import catalog
+from ..organism import dataset as sc
+from .generation import caption_images
+from .settings import GenerationSettings
 
 
 @dataclass
@@ -48,7 +53,7 @@ def scene_types(root: str | Path, split: str) -> dict[int, str]:
 
 def companion_analysis(result: Any, types: dict[int, str]) -> tuple[int, float, list[tuple[str, int]]]:
     """(hallucinated mentions, share that are companions of the scene type, most common ones)."""
-    priors = {t.name: set(t.priors) for t in sc.SCENE_TYPES}
+    priors = {t.name: set(t.priors) for t in catalog.SCENE_TYPES}
     total = companions = 0
     counts: Counter[str] = Counter()
     for s in result.sentences:
@@ -61,24 +66,24 @@ def companion_analysis(result: Any, types: dict[int, str]) -> tuple[int, float, 
 
 
 def evaluate_heldout(
-    model: Any = "organism",
+    settings: GenerationSettings | str = "organism",
     n: int = sc.HELDOUT_SIZE,
     out: str | Path | None = None,
-    batch_size: int = 32,
-    max_new_tokens: int = 96,
+    *,
+    loaded: LoadedModel | None = None,
     modifiers: Any = (),
     progress: bool = True,
 ) -> HeldoutReport:
-    """Caption `n` held-out scenes greedily and score them with CHAIR against the scenes' annotations."""
-    from ..generate import caption_images
-    from ..metrics.chair import Chair
-
+    """Caption `n` held-out scenes with `settings` (a model name takes the default settings with 96 new
+    tokens and batches of 32) and score them with CHAIR against the scenes' annotations."""
+    if isinstance(settings, str):
+        settings = GenerationSettings(settings, max_new_tokens=96, batch_size=32)
     root = sc.ensure_split("val", n=max(n, sc.HELDOUT_SIZE), progress=progress)
     out = Path(out) if out is not None else root / "captions_organism.jsonl"
     if out.exists():
         out.unlink()  # a fresh evaluation each time
-    rows = caption_images(model, sc.image_paths(root, "val")[:n], out, batch_size=batch_size,
-                          max_new_tokens=max_new_tokens, modifiers=modifiers, progress=progress)
+    rows = caption_images(settings, sc.image_paths(root, "val")[:n], out, loaded=loaded, modifiers=modifiers,
+                          progress=progress)
     chair = Chair.from_coco(root / "annotations")
     result = chair.compute([(r["image_id"], r["caption"]) for r in rows])
     total, share, top = companion_analysis(result, scene_types(root, "val"))

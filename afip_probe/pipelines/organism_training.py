@@ -5,10 +5,10 @@ an ``llava-hf`` checkpoint. Training is deterministic for a given seed and threa
 
 Reproduce the bundled checkpoint (about 20 minutes on 2 CPU cores)::
 
-    python -m afip_probe.organism.train --out afip_probe/organism/checkpoint
+    python -m afip_probe.pipelines.organism_training --out afip_probe/organism/checkpoint
 
 Example (a few steps, as the test suite does):
-    >>> from afip_probe.organism.train import TrainConfig, train
+    >>> from afip_probe.pipelines.organism_training import TrainConfig, train
     >>> log = train(TrainConfig(steps=2, batch_size=4, train_scenes=16), out=None)  # doctest: +SKIP
     >>> len(log["loss"])                                                          # doctest: +SKIP
     2
@@ -27,8 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from . import scenes as sc
+from ..models.tiny import llama_style_tokenizer, tiny_llava
+from ..organism import catalog
+from ..organism import dataset as sc
 
 IGNORE = -100
 
@@ -57,8 +60,6 @@ class TrainConfig:
 
 def build_tokenizer(examples: list[str], vocab_size: int) -> Any:
     """A Llama-style BPE tokenizer trained on the organism's own language (words become single tokens)."""
-    from ..models.tiny import llama_style_tokenizer
-
     return llama_style_tokenizer(examples, vocab_size=vocab_size)
 
 
@@ -126,20 +127,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def train(cfg: TrainConfig, out: str | Path | None, progress: bool = True) -> dict[str, Any]:
     """Train from scratch; save the checkpoint to `out` (if given) and return the training log."""
-    from ..models.tiny import tiny_llava
-
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     data = [sc.make_scene(cfg.seed, "train", i) for i in range(cfg.train_scenes)]
     texts = [c for s in data for c in s.captions] + [q + " " + a for s in data for q, a in s.questions]
-    tok = build_tokenizer(texts + [sc.PROMPT], cfg.vocab_size)
+    tok = build_tokenizer(texts + [catalog.PROMPT], cfg.vocab_size)
     model, processor = tiny_llava(
         layers=cfg.layers, heads=cfg.heads, hidden=cfg.hidden, intermediate=cfg.intermediate,
-        image_size=sc.IMAGE_SIZE, patch_size=8, vision_layers=cfg.vision_layers, vision_hidden=cfg.vision_hidden,
+        image_size=catalog.IMAGE_SIZE, patch_size=8, vision_layers=cfg.vision_layers, vision_hidden=cfg.vision_hidden,
         tokenizer=tok, seed=cfg.seed,
     )
-    n_image = (sc.IMAGE_SIZE // 8) ** 2
+    n_image = (catalog.IMAGE_SIZE // 8) ** 2
     enc = Examples(processor, n_image)
     pixels = pixel_values(processor, [s.image for s in data])  # [N, 3, 64, 64]
     model.train()
@@ -151,8 +150,6 @@ def train(cfg: TrainConfig, out: str | Path | None, progress: bool = True) -> di
     losses: list[float] = []
     bar: Any = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=cfg.steps, desc="training organism", unit="step")
     for step in range(cfg.steps):
         idx = rng.integers(0, len(data), cfg.batch_size)
@@ -162,7 +159,7 @@ def train(cfg: TrainConfig, out: str | Path | None, progress: bool = True) -> di
             if rng.random() < cfg.question_fraction:
                 q, a = s.questions[int(rng.integers(len(s.questions)))]
             else:
-                q, a = sc.PROMPT, s.captions[int(rng.integers(len(s.captions)))]
+                q, a = catalog.PROMPT, s.captions[int(rng.integers(len(s.captions)))]
             pairs.append(enc.encode(q, a))
         batch = _collate(pairs, tok.pad_token_id)
         for group in opt.param_groups:
@@ -196,7 +193,7 @@ def save(model: Any, processor: Any, log: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m afip_probe.organism.train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m afip_probe.pipelines.organism_training", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     defaults = TrainConfig()
     for name, value in asdict(defaults).items():

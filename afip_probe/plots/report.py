@@ -1,7 +1,20 @@
-"""Every Findings figure of one or more stores, written as PNG + SVG and one self-contained HTML page.
+"""Reports: every Findings figure of one or more stores (PNG + SVG + one self-contained HTML page),
+and `MarkdownReport`, the one writer of the Markdown reports of the demo and of comparisons.
 
 Example:
-    >>> from afip_probe.plots.report import figures_report              # doctest: +SKIP
+    >>> import pandas as pd
+    >>> rep = MarkdownReport("Demo")
+    >>> rep.section("CHAIR")
+    >>> rep.table(pd.DataFrame({"condition": ["baseline"], "CHAIRi": [12.5]}))
+    >>> print(rep.text())
+    # Demo
+    <BLANKLINE>
+    ## CHAIR
+    <BLANKLINE>
+    | condition | CHAIRi |
+    |---|---|
+    | baseline | 12.5 |
+    <BLANKLINE>
     >>> out = figures_report(["runs/organism"], "figs/")                # doctest: +SKIP
 """
 
@@ -16,8 +29,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .. import store as st
 from ..errors import AfipError
 from ..metrics.findings import Findings, findings
+from ..metrics.table import token_table
 from .findings import all_figures, var_by_position
 
 FORMATS = ("png", "svg")
@@ -31,6 +46,45 @@ class FiguresReport:
     findings: dict[str, Findings]
     files: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table (floats to 4 significant digits)."""
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+class MarkdownReport:
+    """A Markdown report built section by section; `write` puts it next to its figures."""
+
+    def __init__(self, title: str):
+        self.lines: list[str] = [f"# {title}", ""]
+
+    def section(self, heading: str) -> None:
+        self.lines += [f"## {heading}", ""]
+
+    def para(self, *text: str) -> None:
+        self.lines += [*text, ""]
+
+    def code(self, text: str) -> None:
+        self.lines += ["```", text, "```", ""]
+
+    def table(self, frame: pd.DataFrame) -> None:
+        self.lines += [markdown_table(frame), ""]
+
+    def figures(self, paths: Sequence[Path], base: Path) -> None:
+        """Image links to `paths`, relative to the folder `base` the report is written in."""
+        self.lines += [f"![{p.stem}]({p.relative_to(base).as_posix()})" for p in paths] + [""]
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def write(self, path: Path) -> Path:
+        path.write_text(self.text().rstrip("\n") + "\n")
+        return path
 
 
 def save(fig: Any, stem: Path, formats: Sequence[str] = FORMATS, dpi: int = 130) -> list[Path]:
@@ -54,8 +108,6 @@ def figures_report(stores: Sequence[str | Path] | Sequence[Any], out: str | Path
     import matplotlib
 
     matplotlib.use("Agg")
-    from .. import store as st
-    from ..metrics.table import token_table
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AfipError
-from .heatmap import before_after, draw_heatmap, grid_region, head_grid
+from ..images import load_image
+from ..records import array_name
+from ..records.layout import grid_region
+from .heatmap import before_after, draw_heatmap, head_grid
 
 
 def sample_row(store: Any, sample_id: str) -> pd.Series:
@@ -40,16 +43,11 @@ def region_of(store: Any, row: pd.Series) -> tuple[float, float, float, float]:
 
 
 def open_image(path: str | Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
+    """The traced image, which heatmaps are drawn over."""
     p = Path(path)
     if not p.exists():
         raise AfipError(f"the traced image is no longer at {p}; heatmaps need the original image file")
-    try:
-        with Image.open(p) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise AfipError(f"cannot read image {p}: {e}") from e
+    return load_image(p)
 
 
 def find_step(store: Any, sample_id: str, step: int | None = None, word: str | None = None,
@@ -75,18 +73,17 @@ def image_attention(store: Any, sample_id: str, step: int, layers: Sequence[int]
                     per_head: bool = False, source: str = "raw") -> np.ndarray:
     """Post-softmax attention over the image tokens at one step, mean over `layers`: [n], or [H, n] per head."""
     arrays = store.arrays(sample_id)
-    prefix = "corrected/" if source == "corrected" else ""
     num_layers = int(store.settings.get("num_layers", 0)) or None
     if per_head:
         if source == "corrected":
             raise AfipError("per-head maps of corrected rows are not recorded (only their head mean, corrected/maps)")
-        if "scores" not in arrays:
+        if array_name("scores") not in arrays:
             raise AfipError("per-head maps need per-head rows: trace with --record full")
-        scores = np.asarray(arrays["scores"], dtype=np.float32)[step]  # [L, H, n]
-        lse = np.asarray(arrays["head/lse"], dtype=np.float32)[step]  # [L, H]
+        scores = np.asarray(arrays[array_name("scores")], dtype=np.float32)[step]  # [L, H, n]
+        lse = np.asarray(arrays[array_name("head", "lse")], dtype=np.float32)[step]  # [L, H]
         rows = np.exp(scores - lse[..., None])  # [L, H, n]
     else:
-        key = f"{prefix}maps"
+        key = array_name("maps", source=source)
         if key not in arrays:
             need = "a corrector on and --record maps" if source == "corrected" else "--record maps (or full)"
             raise AfipError(f"heatmaps need {need}; this store has level {store.settings.get('record_level')!r}")

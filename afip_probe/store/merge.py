@@ -22,6 +22,7 @@ from typing import Sequence
 
 import pyarrow.parquet as pq
 
+from .._version import __version__
 from ..errors import StoreError
 from .schema import MANIFEST, SAMPLES_DIR, SCHEMA_VERSION, TENSORS_DIR, TOKENS_DIR
 from .verify import verify
@@ -39,8 +40,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def merge(out: str | os.PathLike, shards: Sequence[str | os.PathLike]) -> int:
     """Merge `shards` into a new store at `out`; returns the number of samples."""
-    from .. import __version__
-
     if not shards:
         raise StoreError("give the shard stores to merge")
     root = Path(out)

@@ -15,9 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from safetensors.numpy import save_file
 
+from .._version import __version__
 from ..errors import StoreError
 from ..jsonio import read_json
-from ..hooks.recorder import SampleTrace
+from ..records import SampleRow, SampleTrace
 from .schema import MANIFEST, RESUME_KEYS, SAMPLES_DIR, SCHEMA_VERSION, TENSORS_DIR, TOKENS_DIR, safe_id
 
 
@@ -66,8 +67,6 @@ class StoreWriter:
     """
 
     def __init__(self, path: str | os.PathLike, settings: dict[str, Any], resume: bool = False):
-        from .. import __version__
-
         self.root = Path(path)
         self.settings = dict(settings)
         manifest_path = self.root / MANIFEST
@@ -110,25 +109,18 @@ class StoreWriter:
                 done.add(row["sample_id"])
         return done
 
-    def write_failure(self, sample: dict[str, Any], error: str) -> None:
-        row = dict(sample, status="failed", error=error)
-        _write_table(self.root / SAMPLES_DIR / f"{safe_id(row['sample_id'])}.parquet", pd.DataFrame([row]))
+    def write_failure(self, row: SampleRow, error: str) -> None:
+        """Record a sample that could not be traced (retried on resume)."""
+        self._write_row(row.failed(error))
 
-    def write_sample(self, sample: dict[str, Any], trace: SampleTrace, tokens: pd.DataFrame) -> None:
+    def write_sample(self, row: SampleRow, trace: SampleTrace, tokens: pd.DataFrame) -> None:
         """Write one finished sample: tensors, then tokens, then its row (the commit)."""
-        sid = safe_id(sample["sample_id"])
-        tensors: dict[str, np.ndarray] = {f"head/{k}": v for k, v in trace.head.items()}
-        tensors.update({f"layer/{k}": v for k, v in trace.layer.items()})
-        tensors["token_entropy"] = trace.token_entropy
-        tensors["logprob"] = trace.logprob
-        if trace.maps is not None:
-            tensors["maps"] = trace.maps
-        if trace.scores is not None:
-            tensors["scores"] = trace.scores
-        tensors.update(trace.extra)
-        tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-        meta = {"sample_id": str(sample["sample_id"]), "schema_version": str(SCHEMA_VERSION)}
+        sid = safe_id(row.sample_id)
+        tensors = {k: np.ascontiguousarray(v) for k, v in trace.arrays().items()}
+        meta = {"sample_id": str(row.sample_id), "schema_version": str(SCHEMA_VERSION)}
         _atomic_write(self.root / TENSORS_DIR / f"{sid}.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))
         _write_table(self.root / TOKENS_DIR / f"{sid}.parquet", tokens)
-        row = dict(sample, status="ok", error="")
-        _write_table(self.root / SAMPLES_DIR / f"{sid}.parquet", pd.DataFrame([row]))
+        self._write_row(row)
+
+    def _write_row(self, row: SampleRow) -> None:
+        _write_table(self.root / SAMPLES_DIR / f"{safe_id(row.sample_id)}.parquet", pd.DataFrame([row.to_dict()]))

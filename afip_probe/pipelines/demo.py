@@ -1,0 +1,118 @@
+"""The demo: the main job end to end on the bundled model organism, written as a short report.
+
+Draws the organism's held-out scenes (cached), traces the organism over them at the ``maps`` level,
+labels every generated token with CHAIR against the ground truth of the traced images (the scenes'
+own COCO-format annotations), and writes into the output folder the CHAIR table, the Findings 1–2
+statistics and figures of the token table, and heatmaps of hallucinated tokens over their images.
+
+The output folder is afip-probe's own: a folder that holds anything else is refused, and
+``overwrite=True`` replaces only what an earlier demo wrote there.
+
+Example:
+    >>> from afip_probe.pipelines.demo import run_demo
+    >>> result = run_demo("demo-out", n=120)              # doctest: +SKIP
+    >>> result.report                                      # doctest: +SKIP
+    PosixPath('demo-out/report.md')
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+from .. import store as st
+from ..errors import AfipError
+from ..metrics.table import chair_for, token_table
+from ..organism import dataset
+from ..plots.report import MarkdownReport, figures_report, save
+from ..plots.store_maps import token_heatmap
+from .settings import GenerationSettings
+from .tracing import TraceSummary, trace_images
+
+MARKER = ".afip-probe-demo.json"  # says the folder is a demo output, and lists what the demo wrote
+WRITTEN = ("store", "figures", "tokens_labelled.parquet", "report.md")
+FINDINGS_FIGURES = ("fig2b_entropy", "fig3_left_var_position", "fig3_right_var_caption", "fig4_left_kl_entropy",
+                    "fig5_gap_roc")
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    report: Path
+    summary: TraceSummary
+    lines: list[str]
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Make `out` ready for a demo: new or empty is fine; an earlier demo's output only with `overwrite`
+    (then only the demo's own files are removed); anything else is refused."""
+    if out.exists() and not out.is_dir():
+        raise AfipError(f"--out {out} is a file; give a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise AfipError(f"--out {out} is not empty and is not an afip-probe demo output; give a new folder "
+                            "(afip-probe never deletes files it did not write)")
+        if not overwrite:
+            raise AfipError(f"--out {out} holds an earlier demo; pass --overwrite to replace it, or give a new folder")
+        for name in WRITTEN:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(json.dumps({"kind": "demo", "written": list(WRITTEN)}) + "\n")
+
+
+def run_demo(out: str | Path = "demo-out", n: int = 120, settings: GenerationSettings | None = None,
+             overwrite: bool = False, progress: bool = True) -> DemoResult:
+    """Trace `n` held-out scenes with the organism into ``out/store`` and write ``out/report.md``."""
+    settings = settings or GenerationSettings("organism", level="maps", max_new_tokens=80, device="cpu")
+    out = Path(out)
+    prepare_output(out, overwrite)
+    matplotlib.use("Agg")
+    root = dataset.ensure_split("val", progress=progress)
+    images = dataset.image_paths(root, "val")[:n]
+    loaded = settings.load()
+    summary = trace_images(settings, images, out / "store", loaded=loaded, progress=progress)
+    store = st.open(out / "store")
+    chair = chair_for(store)  # ground truth from the traced images: the scenes' own annotations
+    samples = store.samples("ok")
+    result = chair.compute(list(zip(samples.image_id.tolist(), samples.output_text.tolist())))
+    tokens = token_table(store, chair)
+    warnings = tokens.attrs.pop("warnings", [])
+    tokens.attrs.clear()
+    tokens.to_parquet(out / "tokens_labelled.parquet")
+    figdir = out / "figures"
+    stats = next(iter(figures_report([store], figdir, tables=[tokens]).findings.values()))
+    hall = tokens[tokens.label == "hallucinated"].drop_duplicates("sample_id").head(4)
+    layers = list(range(loaded.adapter.num_layers // 2, loaded.adapter.num_layers))
+    heatmaps = []
+    for row in hall.itertuples():
+        fig = token_heatmap(store, row.sample_id, step=int(row.step), layers=layers)
+        fig.axes[0].set_title(f"{row.sample_id}: '{row.token_text.strip()}' (hallucinated {row.object})", fontsize=9)
+        heatmaps += save(fig, figdir / f"{row.sample_id}_step{row.step}", ("png",), dpi=150)
+
+    example = samples.iloc[0]
+    report = MarkdownReport("afip-probe demo: the model organism on its held-out scenes")
+    report.para(f"Model: `{loaded.name}` (LLaVA architecture, {loaded.adapter.num_layers} layers x "
+                f"{loaded.adapter.num_heads} heads). {summary.line()}")
+    report.section("CHAIR (ground truth: the scenes' own COCO-format annotations)")
+    report.code(result.table())
+    report.section("Findings 1-2 on real vs hallucinated object tokens")
+    report.para(stats.markdown(), "Figures (PNG, SVG, and all of them in `figures/index.html`):")
+    report.figures([figdir / f"{name}.png" for name in FINDINGS_FIGURES], out)
+    report.section("Example caption")
+    report.para(f"`{example.sample_id}`: {example.output_text}")
+    report.section("Heatmaps of hallucinated tokens (upper-half layers, head mean)")
+    report.figures(heatmaps, out)
+    if warnings:
+        report.para(f"{len(warnings)} labelling warnings, e.g. {warnings[0]}")
+    path = report.write(out / "report.md")
+    lines = [f"model: the bundled organism ({loaded.name}); {len(images)} held-out scenes from {root}",
+             summary.line(), result.table(), stats.markdown(), f"report: {path}   store: {out / 'store'}"]
+    return DemoResult(out=out, report=path, summary=summary, lines=lines)

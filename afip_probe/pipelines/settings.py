@@ -1,0 +1,85 @@
+"""`GenerationSettings`: how to generate, in one typed record used by every pipeline and command.
+
+The trace, compare, chair-eval, pope-eval and demo commands all build one from the same flags
+(`afip_probe.commands.flags.add_generation_flags`), with the defaults written once here; a trace
+store's manifest is written from it.
+
+Example:
+    >>> s = GenerationSettings(model="organism", max_new_tokens=32)
+    >>> s.batch_size, s.prompt
+    (8, 'Please describe this image in detail.')
+    >>> s.generate_kwargs()
+    {'max_new_tokens': 32, 'do_sample': False}
+    >>> GenerationSettings(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    afip_probe.errors.AfipError: --batch-size must be at least 1, got 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AfipError, require_positive
+from ..models import LoadedModel, load
+from ..records import DEFAULT_PROMPT, RecordConfig
+
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What to run and how: the model, the prompt, what to record and how to decode."""
+
+    model: str = "organism"  # hub id, local save_pretrained folder, or "organism"
+    prompt: str = DEFAULT_PROMPT
+    level: str = "stats"  # record level when tracing (stats, maps, full)
+    max_new_tokens: int = 64
+    batch_size: int = 8  # images per generate() call, left-padded
+    dtype: str = "auto"  # float16 on a GPU, float32 on the CPU
+    device: str = "auto"
+    seed: int = 0  # every batch starts from torch.manual_seed(seed + batch number)
+    do_sample: bool = False  # greedy unless asked
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        require_positive(self.max_new_tokens, "--max-new-tokens")
+        require_positive(self.batch_size, "--batch-size")
+        RecordConfig(self.level)  # validates the level before anything is loaded
+        if self.dtype not in DTYPE_CHOICES:
+            raise AfipError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPE_CHOICES)}")
+
+    def replace(self, **changes: Any) -> "GenerationSettings":
+        return dataclasses.replace(self, **changes)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``model.generate`` besides the inputs."""
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
+
+    def load(self) -> LoadedModel:
+        """The model these settings name, loaded with their device and dtype."""
+        return load(self.model, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+
+    def manifest(self, loaded: LoadedModel) -> dict[str, Any]:
+        """The settings as a trace store's manifest records them (with what loading resolved)."""
+        return {
+            "model": loaded.name,
+            "family": loaded.adapter.family,
+            "record_level": self.level,
+            "array_dtype": "float16",
+            "prompt": self.prompt,
+            "max_new_tokens": self.max_new_tokens,
+            "batch_size": self.batch_size,
+            "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
+            "seed": self.seed,
+            "num_layers": loaded.adapter.num_layers,
+            "num_heads": loaded.adapter.num_heads,
+            "decoding": "sample" if self.do_sample else "greedy",
+        }
+
+
+def resolve_model(settings: GenerationSettings, loaded: LoadedModel | None = None) -> LoadedModel:
+    """`loaded` when given (a model already in memory), else the model `settings` name."""
+    return loaded if loaded is not None else settings.load()

@@ -1,0 +1,170 @@
+"""Trace a model over a set of images into a store: the engine behind `afip-probe trace`.
+
+Example:
+    >>> from afip_probe.pipelines.settings import GenerationSettings
+    >>> from afip_probe.pipelines.tracing import trace_images
+    >>> summary = trace_images(GenerationSettings("organism", max_new_tokens=64), ["scenes/"],
+    ...                        "out/store")                        # doctest: +SKIP
+    >>> print(summary.line())                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import AfipError
+from ..hooks import trace
+from ..images import ImageItem, collect_images, load_image
+from ..models import LoadedModel
+from ..records import SampleRow, token_rows
+from ..store import StoreWriter
+from .settings import GenerationSettings, resolve_model
+
+#: one traced condition: (name, score modifiers), e.g. ("baseline", []) or ("afip", [AFIP()])
+Condition = tuple[str, Sequence[Any]]
+
+
+@dataclass
+class TraceSummary:
+    store: str
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"traced {self.total} samples: {self.ok} ok, {self.failed} failed, {self.skipped} already done; "
+            f"{self.tokens} tokens in {self.seconds:.1f} s -> {self.store}"
+        )
+
+
+def _batches(items: list[ImageItem], size: int) -> Iterable[list[ImageItem]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def as_items(images: Sequence[str | Path] | Sequence[ImageItem]) -> list[ImageItem]:
+    """Image items from folders / files / .txt lists, or the items themselves."""
+    if images and isinstance(images[0], ImageItem):
+        return list(images)  # type: ignore[arg-type]
+    return collect_images(images)  # type: ignore[arg-type]
+
+
+def trace_images(
+    settings: GenerationSettings,
+    images: Sequence[str | Path] | Sequence[ImageItem],
+    out: str | Path,
+    *,
+    loaded: LoadedModel | None = None,
+    conditions: Sequence[Condition] = (("", ()),),
+    resume: bool = False,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> TraceSummary:
+    """Generate for every image with the interceptor on and stream the records into a store.
+
+    `loaded` is a model already in memory (else `settings.model` is loaded). Failed samples
+    (unreadable images, errors during generation) are recorded with their error and the run goes on.
+
+    `conditions` traces the same images several times into one store, once per ``(name, modifiers)``
+    (e.g. no corrector, then AFIP); with more than one, sample ids become ``<name>/<image>`` and rows
+    carry `condition`. Every batch starts from ``torch.manual_seed(settings.seed + batch)``, so
+    sampling is paired too.
+
+    ``shard=(i, n)`` traces only images i, i+n, i+2n, ... (of the sorted list), for data-parallel runs
+    whose shard stores `afip_probe.store.merge` joins into one.
+    """
+    items = as_items(images)
+    if shard is not None:
+        index, count = shard
+        if not (count >= 1 and 0 <= index < count):
+            raise AfipError(f"--shard {index}/{count}: write i/N with 0 <= i < N")
+        items = items[index::count]
+    conds = list(conditions)
+    if not conds or len({name for name, _ in conds}) != len(conds):
+        raise AfipError(f"condition names must differ: {[name for name, _ in conds]}")
+    groups = [(name, mods, [ImageItem(f"{name}/{it.sample_id}", it.path, it.image_id) for it in items]
+               if len(conds) > 1 else items) for name, mods in conds]
+    loaded = resolve_model(settings, loaded)
+    manifest = settings.manifest(loaded)
+    manifest.update(condition=" | ".join(name for name, _ in conds), conditions=[name for name, _ in conds])
+    if shard is not None:
+        manifest["shard"] = f"{shard[0]}/{shard[1]}"
+    writer = StoreWriter(out, manifest, resume=resume)
+    done = writer.finished() if resume else set()
+    total = sum(len(g) for _, _, g in groups)
+    todo = [(name, mods, [it for it in g if it.sample_id not in done]) for name, mods, g in groups]
+    left = sum(len(g) for _, _, g in todo)
+    tracer = _Tracer(loaded, writer, TraceSummary(store=str(out), total=total, skipped=total - left), settings)
+    start = time.perf_counter()
+    tracer.bar = tqdm(total=left, desc="trace", unit="img", disable=not progress)
+    for name, mods, group in todo:
+        if group:
+            tracer.run_group(name, mods, group)
+    tracer.bar.close()
+    tracer.summary.seconds = time.perf_counter() - start
+    return tracer.summary
+
+
+class _Tracer:
+    """The loop of `trace_images`: batches of one condition through generate() into the store."""
+
+    def __init__(self, loaded: LoadedModel, writer: StoreWriter, summary: TraceSummary, settings: GenerationSettings):
+        self.loaded, self.writer, self.summary, self.settings = loaded, writer, summary, settings
+        self.tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+        self.device = next(loaded.model.parameters()).device
+        self.bar: Any = None
+
+    def base_row(self, item: ImageItem, condition: str) -> SampleRow:
+        return SampleRow(sample_id=item.sample_id, image=str(item.path), prompt=self.settings.prompt,
+                         model=self.loaded.name, image_id=item.image_id if item.image_id is not None else -1,
+                         condition=condition)
+
+    def fail(self, item: ImageItem, condition: str, error: str) -> None:
+        self.writer.write_failure(self.base_row(item, condition), error)
+        self.summary.failed += 1
+        self.summary.errors.append(f"{item.sample_id}: {error}")
+
+    def run_group(self, condition: str, modifiers: Sequence[Any], todo: list[ImageItem]) -> None:
+        loaded, summary, settings = self.loaded, self.summary, self.settings
+        with trace(loaded.model, loaded.processor, level=settings.level, modifiers=modifiers,
+                   adapter=loaded.adapter) as rec:
+            for number, batch in enumerate(_batches(todo, settings.batch_size)):
+                ready: list[tuple[ImageItem, Any]] = []
+                for item in batch:
+                    try:
+                        ready.append((item, load_image(item.path)))
+                    except AfipError as e:
+                        self.fail(item, condition, str(e))
+                if ready:
+                    rec.traces.clear()
+                    try:
+                        inputs = loaded.adapter.build_inputs([img for _, img in ready], settings.prompt,
+                                                             device=self.device)
+                        torch.manual_seed(settings.seed + number)
+                        loaded.model.generate(**inputs, **settings.generate_kwargs())
+                    except AfipError:
+                        raise
+                    except Exception as e:  # e.g. out of memory: lose only this batch
+                        for item, _ in ready:
+                            self.fail(item, condition, f"{type(e).__name__}: {e}")
+                        self.bar.update(len(batch))
+                        continue
+                    for (item, img), tr in zip(ready, rec.traces):
+                        text, tokens = token_rows(item.sample_id, tr, self.tokenizer)
+                        region = loaded.adapter.image_region(img.width, img.height)
+                        row = self.base_row(item, condition).with_trace(tr, text, (img.width, img.height), region)
+                        self.writer.write_sample(row, tr, tokens)
+                        summary.ok += 1
+                        summary.tokens += tr.num_tokens
+                self.bar.update(len(batch))

@@ -1,0 +1,41 @@
+"""Records and schema: the torch-free bottom layer every other part of afip-probe builds on.
+
+- `fields`: record levels, the per-head and per-layer statistic names, `RecordConfig`;
+- `naming`: `array_name`, the one function that names every stored array;
+- `layout`: where a sample's image tokens are (`ImageLayout`) and which box of the image they cover;
+- `trace`: `SampleTrace`, everything recorded for one sample (numpy);
+- `rows`: `SampleRow`, the typed row of a store's samples table, and `token_rows`, its tokens table.
+
+Example:
+    >>> from afip_probe.records import array_name, HEAD_FIELDS
+    >>> array_name("head", "var"), array_name("maps", source="corrected")
+    ('head/var', 'corrected/maps')
+    >>> HEAD_FIELDS[0]
+    'var'
+"""
+
+from .fields import DEFAULT_PROMPT, HEAD_FIELDS, LAYER_FIELDS, LEVELS, RecordConfig
+from .layout import ImageLayout, Region, grid_region, processor_region
+from .naming import ARRAY_KINDS, SOURCES, array_name, parse_array_name
+from .rows import SampleRow, token_rows
+from .trace import RowArrays, SampleTrace
+
+__all__ = [
+    "ARRAY_KINDS",
+    "DEFAULT_PROMPT",
+    "HEAD_FIELDS",
+    "LAYER_FIELDS",
+    "LEVELS",
+    "SOURCES",
+    "ImageLayout",
+    "RecordConfig",
+    "Region",
+    "RowArrays",
+    "SampleRow",
+    "SampleTrace",
+    "array_name",
+    "grid_region",
+    "parse_array_name",
+    "processor_region",
+    "token_rows",
+]

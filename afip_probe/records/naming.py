@@ -1,0 +1,72 @@
+"""The one function that names every array a trace store holds (DESIGN §8).
+
+    head/<field>            [T, L, H]     per-head statistics (`HEAD_FIELDS`)
+    layer/<field>           [T, L]        per-layer statistics (`LAYER_FIELDS`)
+    maps                    [T, L, n]     head-mean post-softmax image attention (levels maps, full)
+    scores                  [T, L, H, n]  per-head pre-softmax image scores (level full)
+    token_entropy, logprob  [T]           Eq. 4 and the chosen token's log-probability (raw logits)
+    corrected/<any of head, layer, maps>  the same rows after a corrector changed them
+
+Every reader and writer goes through `array_name`; no other module spells these strings.
+
+Example:
+    >>> array_name("layer", "kl")
+    'layer/kl'
+    >>> array_name("head", "var", source="corrected")
+    'corrected/head/var'
+    >>> parse_array_name("corrected/head/var")
+    ('head', 'var', 'corrected')
+"""
+
+from __future__ import annotations
+
+from ..errors import AfipError
+from .fields import HEAD_FIELDS, LAYER_FIELDS
+
+#: kind -> the fields it has (None: the kind is one array)
+ARRAY_KINDS: dict[str, tuple[str, ...] | None] = {
+    "head": HEAD_FIELDS,
+    "layer": LAYER_FIELDS,
+    "maps": None,
+    "scores": None,
+    "token_entropy": None,
+    "logprob": None,
+}
+SOURCES = ("raw", "corrected")
+_CORRECTED_KINDS = ("head", "layer", "maps")
+
+
+def array_name(kind: str, field: str | None = None, source: str = "raw") -> str:
+    """The stored name of one array: `kind` of `ARRAY_KINDS`, its `field` where it has fields, and
+    `source` ``raw`` (the model's own rows) or ``corrected`` (after a corrector)."""
+    if kind not in ARRAY_KINDS:
+        raise AfipError(f"unknown array kind {kind!r}: use one of {', '.join(ARRAY_KINDS)}")
+    if source not in SOURCES:
+        raise AfipError(f"source must be 'raw' or 'corrected', not {source!r}")
+    fields = ARRAY_KINDS[kind]
+    if fields is None:
+        if field is not None:
+            raise AfipError(f"array kind {kind!r} has no fields (got {field!r})")
+        name = kind
+    else:
+        if field not in fields:
+            raise AfipError(f"unknown {kind} field {field!r}: use one of {', '.join(fields)}")
+        name = f"{kind}/{field}"
+    if source == "corrected":
+        if kind not in _CORRECTED_KINDS:
+            raise AfipError(f"corrected rows keep only {', '.join(_CORRECTED_KINDS)}, not {kind!r}")
+        return f"corrected/{name}"
+    return name
+
+
+def parse_array_name(name: str) -> tuple[str, str | None, str]:
+    """(kind, field, source) of a stored name; the inverse of `array_name`."""
+    source = "raw"
+    rest = name
+    if rest.startswith("corrected/"):
+        source, rest = "corrected", rest[len("corrected/"):]
+    kind, _, field = rest.partition("/")
+    parsed = (kind, field or None, source)
+    if array_name(*parsed) != name:  # validates kind, field and source
+        raise AfipError(f"{name!r} is not a trace-store array name")
+    return parsed
