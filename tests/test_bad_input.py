@@ -88,6 +88,9 @@ CASES = [
     ("merge: a shard is not a trace store", "merge {root}/m1 {notastore}", "not a trace store"),
     ("organism scenes: --n 0", "organism scenes --n 0 --out {root}/sc", "at least 1"),
     ("demo: --n 0", "demo --n 0 --out {root}/d", "at least 1"),
+    ("demo: --out holds files the demo did not write", "demo --out {notastore}", "not an afip-probe demo output"),
+    ("demo: --out is a file", "demo --out {notes_csv}", "is a file"),
+    ("sweep: --n 0", "sweep --n 0 --out {root}/s.csv", "at least 1"),
 ]
 
 

@@ -210,3 +210,33 @@ def test_modifier_layer_set_limits_the_layers_it_sees(family_model):
     with afip_probe.intercept(model, [modifier], processor):
         model.generate(**inputs, max_new_tokens=3, min_new_tokens=3)
     assert modifier.layers_seen == {1} and modifier.calls == 3
+
+
+def test_trace_and_correct_work_without_with():
+    """For notebooks: trace() and correct() act from the call until close(), exactly as their with-blocks."""
+    from afip_probe.correctors import AFIP
+
+    model, processor = tiny.tiny_llava(layers=3, heads=4, kv_heads=2)
+    inputs = adapter_for(model, processor).build_inputs(tiny.random_images(2, sizes=IMAGE_SIZES[:2]), PROMPTS[:2])
+    impl = model.config.text_config._attn_implementation
+    with afip_probe.trace(model, processor) as rec_with:
+        with afip_probe.correct(model, AFIP(layers=[1, 2], tau=100.0, gamma=2.0)):
+            out_with = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+
+    rec = afip_probe.trace(model, processor)
+    fix = afip_probe.correct(model, AFIP(layers=[1, 2], tau=100.0, gamma=2.0))
+    assert model.config.text_config._attn_implementation == "afip_probe" and fix.active
+    out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    fix.close()
+    fix.close()  # idempotent
+    plain_inside_trace = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    rec.close()
+    rec.close()
+    assert model.config.text_config._attn_implementation == impl and "generate" not in model.__dict__
+    assert torch.equal(out, out_with)
+    assert len(rec.traces) == 4  # two generate() calls of two samples each
+    for a, b in zip(rec.traces[:2], rec_with.traces):
+        np.testing.assert_array_equal(a.head["var"], b.head["var"])
+        np.testing.assert_array_equal(a.corrected.head["var"], b.corrected.head["var"])
+    assert rec.traces[2].corrected is None  # the corrector was closed before the third call
+    assert torch.equal(plain_inside_trace, model.generate(**inputs, max_new_tokens=5, do_sample=False))
