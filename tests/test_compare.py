@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
-import torch
 
 from afip_probe import store as st
 from afip_probe.cli import main

@@ -225,7 +225,7 @@ def test_trace_and_correct_work_without_with():
 
     rec = afip_probe.trace(model, processor)
     fix = afip_probe.correct(model, AFIP(layers=[1, 2], tau=100.0, gamma=2.0))
-    assert model.config.text_config._attn_implementation == "afip_probe" and fix.active
+    assert model.config.text_config._attn_implementation == "afip_probe" and fix.is_open
     out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     fix.close()
     fix.close()  # idempotent

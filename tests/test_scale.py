@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 import afip_probe.store as st

@@ -37,7 +37,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..errors import AfipError
 from ..models import ModelAdapter, adapter_for
-from .recorder import RecordConfig, Recorder
+from .recorder import RecordConfig, Recorder, Switch
 from .rowstats import ImageIndex, RunMasks, allowed_keys, apply_row_mask, row_scores, text_keys
 
 IMPLEMENTATION = "afip_probe"
@@ -293,30 +293,12 @@ def _generate(session: _Session, original: Any, *args: Any, **kwargs: Any) -> An
     return out
 
 
-class Intervention:
+class Intervention(Switch):
     """Score modifiers switched on for one model: active from creation until `close()` (or the end of
     a ``with`` block), so it works in a notebook cell without ``with`` as well."""
 
     def __init__(self, context: contextlib.AbstractContextManager[Any]):
-        closer = contextlib.ExitStack()
-        closer.enter_context(context)
-        self._closer: contextlib.ExitStack | None = closer
-
-    @property
-    def active(self) -> bool:
-        return self._closer is not None
-
-    def close(self) -> None:
-        """Restore the model (idempotent)."""
-        if self._closer is not None:
-            closer, self._closer = self._closer, None
-            closer.close()
-
-    def __enter__(self) -> "Intervention":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        self.open(context)
 
 
 def trace(

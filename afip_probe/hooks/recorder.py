@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -86,8 +86,39 @@ class _Run:
         self.raw_rows: list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]] = []  # layer, q, K, scale, mask
 
 
-class Recorder:
-    """Collects traces while `afip_probe.trace(...)` is active. Read `traces` after generate()."""
+class Switch:
+    """Something switched on for a model until `close()`, or the end of a ``with`` block: `open` keeps a
+    context (the interceptor's installation) entered, so the object works with and without ``with``."""
+
+    _closer: contextlib.ExitStack | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._closer is not None
+
+    def open(self, context: contextlib.AbstractContextManager[Any]) -> None:
+        """Enter `context` and keep it entered until `close()`."""
+        self.close()
+        closer = contextlib.ExitStack()
+        closer.enter_context(context)
+        self._closer = closer
+
+    def close(self) -> None:
+        """Switch off and restore the model (idempotent)."""
+        if self._closer is not None:
+            closer, self._closer = self._closer, None
+            closer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Recorder(Switch):
+    """Collects traces while `afip_probe.trace(...)` is open. Read `traces` after generate(); `close()`
+    stops recording (the traces stay)."""
 
     def __init__(self, num_layers: int, image_token_id: int, config: RecordConfig | None = None):
         self.config = config or RecordConfig()
@@ -97,31 +128,9 @@ class Recorder:
         self._run: _Run | None = None
         self._work = Workspace()  # score rows and scratch space, reused across steps and runs
 
-        self._closer: contextlib.ExitStack | None = None
-
     @property
     def active(self) -> bool:
         return self._run is not None
-
-    # ------------------------------------------------------------------ recording on / off
-    def open(self, context: contextlib.AbstractContextManager[Any]) -> None:
-        """Keep `context` (the interceptor's installation) entered until `close()`."""
-        self.close()
-        closer = contextlib.ExitStack()
-        closer.enter_context(context)
-        self._closer = closer
-
-    def close(self) -> None:
-        """Stop recording and restore the model (idempotent); the traces stay readable."""
-        if self._closer is not None:
-            closer, self._closer = self._closer, None
-            closer.close()
-
-    def __enter__(self) -> "Recorder":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ run lifecycle
     def start_run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layouts: list[ImageLayout],
