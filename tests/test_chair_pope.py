@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from afip_probe.cli import main
+from afip_probe.errors import AfipError
 from afip_probe.metrics import pope
 from afip_probe.metrics.chair import Chair, load_captions
 from afip_probe.metrics.labels import label_store
@@ -152,43 +156,113 @@ def test_pope_answer_parsing():
     assert pope.parse_answer("no,") == "no"
 
 
-def _fixture():
-    names = ["person", "dog", "frisbee", "car", "bus", "cat", "cup", "fork"]
-    cats = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
+def _instances(scenes):
+    """COCO-format instances whose annotations list each image's objects in the given order."""
+    names = list(dict.fromkeys(o for objs in scenes.values() for o in objs))
     cid = {n: i + 1 for i, n in enumerate(names)}
-    scenes = {1: ["person", "dog", "frisbee"], 2: ["person", "dog", "frisbee", "car"], 3: ["person", "car", "bus"],
-              4: ["person", "car", "bus", "dog"], 5: ["cat", "cup", "fork"], 6: ["person", "car", "dog"]}
-    anns, k = [], 1
-    for img, objs in scenes.items():
-        for o in objs:
-            anns.append({"id": k, "image_id": img, "category_id": cid[o]})
-            k += 1
-    data = {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in scenes], "annotations": anns, "categories": cats}
-    return data, scenes
+    anns = [{"id": k, "image_id": img, "category_id": cid[o]}
+            for k, (img, o) in enumerate(((img, o) for img, objs in scenes.items() for o in objs), start=1)]
+    return {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in scenes], "annotations": anns,
+            "categories": [{"id": cid[n], "name": n} for n in names]}
 
 
-@pytest.mark.parametrize("sampling", pope.SAMPLINGS)
-def test_pope_question_building_rules(sampling):
-    data, scenes = _fixture()
-    qs = pope.build_questions(data, sampling, num_images=10, num_per_image=2, seed=1)
+def _objects(questions):
+    return [re.match(r"Is there an? (.+) in the image\?", q["text"]).group(1) for q in questions]
+
+
+def test_pope_builds_questions_as_the_released_code():
+    """Hand-made images where the released rule and a plausible other one disagree: positives are the first
+    three objects in annotation order (not a random three), popularity ties go to the first-appearing object
+    (not the alphabetical one), and "an" comes before a vowel."""
+    scenes = {1: ["dog", "person", "frisbee", "bench"], 2: ["person", "car", "umbrella"], 3: ["car", "bus", "person"],
+              4: ["zebra", "giraffe", "person"]}
+    segments = pope.segments_from_coco(_instances(scenes))
+    assert segments == [{"image": f"{i}.jpg", "objects": objs} for i, objs in scenes.items()]
+    qs = pope.pope_questions(segments, "popular", num_per_image=3)
     by_image = {}
     for q in qs:
         by_image.setdefault(int(q["image"].split(".")[0]), []).append(q)
-    assert set(by_image) == set(scenes)
-    freq = {"person": 5, "dog": 4, "car": 4, "frisbee": 2, "bus": 2, "cat": 1, "cup": 1, "fork": 1}
+    assert [q["question_id"] for q in qs] == list(range(1, 25))
+    # popularity over these images: person 4, car 2, then every other object once, in first-appearance
+    # order dog, frisbee, bench, umbrella, bus, zebra, giraffe (alphabetical ties would give bus, giraffe)
+    expect = {1: ["car", "umbrella", "bus"], 2: ["dog", "frisbee", "bench"], 3: ["dog", "frisbee", "bench"],
+              4: ["car", "dog", "frisbee"]}
     for img, questions in by_image.items():
-        assert [q["label"] for q in questions] == ["yes", "no"] * 2
-        objs = [q["text"][len("Is there a "):-len(" in the image?")] for q in questions]
-        pos, neg = objs[0::2], objs[1::2]
-        assert set(pos) <= set(scenes[img])
-        assert not set(neg) & set(scenes[img])
-        absent = [n for n in freq if n not in scenes[img]]
-        if sampling == "popular":
-            assert neg == sorted(absent, key=lambda n: (-freq[n], n))[:2]
-        if sampling == "adversarial":
-            together = {n: sum(1 for objs2 in scenes.values() for p in scenes[img] if p in objs2 and n in objs2)
-                        for n in absent}
-            assert neg == sorted(absent, key=lambda n: (-together[n], n))[:2]
+        assert [q["label"] for q in questions] == ["yes", "no"] * 3
+        objs = _objects(questions)
+        assert objs[0::2] == scenes[img][:3]
+        assert objs[1::2] == expect[img]
+    assert "Is there an umbrella in the image?" in [q["text"] for q in qs]
+    # build_questions draws the images (seeded, in drawn order, as POPE's get_image) and asks the same way
+    for sampling in pope.SAMPLINGS:
+        drawn = pope.build_questions(_instances(scenes), sampling, num_images=10, num_per_image=3, seed=1)
+        assert len(drawn) == 24
+        for i in range(0, 24, 6):
+            img = int(drawn[i]["image"].split(".")[0])
+            objs = _objects(drawn[i:i + 6])
+            assert objs[0::2] == scenes[img][:3] and not set(objs[1::2]) & set(scenes[img])
+
+
+def test_pope_negatives_per_positive_and_never_twice():
+    rng = random.Random(0)
+    co_occur = {"fork": ["knife", "cup"], "cup": ["knife", "bowl"], "car": ["person", "bus"]}
+    # adversarial: each positive's own list in turn (summed co-occurrence would rank knife, then cup);
+    # a negative asked once is not asked again for the same image
+    assert pope.sample_negatives(["fork", "cup"], {"fork", "cup"}, "adversarial", [], co_occur, [], rng) == \
+        ["knife", "bowl"]
+    assert pope.sample_negatives(["car"], {"car", "person"}, "adversarial", [], co_occur, [], rng) == ["bus"]
+    popular = ["person", "car", "dog", "cat"]
+    assert pope.sample_negatives(["car", "cat"], {"car", "cat"}, "popular", popular, {}, [], rng) == ["person", "dog"]
+    # when a list runs out, a uniform pick from the pool that is neither present nor asked already
+    pool = ["a", "b", "c", "d", "e"]
+    for _ in range(20):
+        got = pope.sample_negatives(["a", "b"], {"a", "b"}, "adversarial", [], {"a": ["b"]}, pool, rng)
+        assert len(set(got)) == 2 and not set(got) & {"a", "b"}
+    with pytest.raises(AfipError, match="no object is left"):
+        pope.sample_negatives(["a"], {"a"}, "random", [], {}, ["a"], rng)
+
+
+@pytest.mark.parametrize("sampling,expected", [("popular", 496), ("adversarial", 495)])
+def test_pope_negatives_reproduce_the_shipped_files(data_dir, sampling, expected):
+    """Fed POPE's own popularity and co-occurrence lists for its 500 images, the shipped positives, and each
+    image's packaged COCO objects as the set to exclude, the released rule gives the shipped negatives for
+    496 (popular) and 495 (adversarial) of the 500 images; the others differ only because the packaged
+    objects also hold caption words (DATA: tests/data/SOURCES.md)."""
+    from afip_probe.images import coco_image_id
+    from afip_probe.metrics.chair import packaged_ground_truth
+
+    truth = packaged_ground_truth()
+    freq = json.loads((data_dir / "pope" / "coco_ground_truth_objects.json").read_text())
+    co_occur = json.loads((data_dir / "pope" / "coco_co_occur.json").read_text())
+    popular = sorted(freq, key=lambda o: freq[o], reverse=True)
+    qs, _ = pope.read_jsonl(data_dir / "pope" / f"coco_pope_{sampling}.json", "question")
+    by_image = {}
+    for q in qs:
+        by_image.setdefault(q["image"], []).append(q)
+    assert len(by_image) == 500
+    same = 0
+    for image, questions in by_image.items():
+        objs = _objects(questions)
+        pos = [o for o, q in zip(objs, questions) if q["label"] == "yes"]
+        neg = [o for o, q in zip(objs, questions) if q["label"] == "no"]
+        present = truth[coco_image_id(Path(image).stem)] | set(pos)
+        same += pope.sample_negatives(pos, present, sampling, popular, co_occur, list(freq), random.Random(0)) == neg
+    assert same == expected
+
+
+def test_pope_metrics_on_mixed_answers_equal_sklearn():
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    rng = np.random.default_rng(3)
+    labels = rng.choice(["yes", "no"], 400).tolist()
+    answers = [lab if rng.random() < 0.7 else rng.choice(["yes", "no"]) for lab in labels]
+    m = pope.score(labels, answers)
+    assert m["accuracy"] == pytest.approx(accuracy_score(labels, answers))
+    assert m["precision"] == pytest.approx(precision_score(labels, answers, pos_label="yes"))
+    assert m["recall"] == pytest.approx(recall_score(labels, answers, pos_label="yes"))
+    assert m["f1"] == pytest.approx(f1_score(labels, answers, pos_label="yes"))
+    assert m["yes_ratio"] == pytest.approx(answers.count("yes") / len(answers))
+    assert 0.55 < m["accuracy"] < 0.95  # mixed: neither all right nor all wrong
 
 
 def test_pope_cli(data_dir, tmp_path, capsys):

@@ -122,18 +122,26 @@ def test_batch_equals_single_runs(family_model):
 
 
 def test_token_entropy_and_logprob_from_raw_logits():
+    """Eq. 4 reads the raw logits, not the processed scores: with a logits processor on (a repetition
+    penalty), the two differ, and the recorded values equal the raw ones only."""
     model, processor = tiny.tiny_llava()
     inputs = _inputs(model, processor, n=2)
-    out = model.generate(**inputs, max_new_tokens=5, output_logits=True, return_dict_in_generate=True)
+    kw = dict(max_new_tokens=5, repetition_penalty=3.0, do_sample=False)
+    out = model.generate(**inputs, output_logits=True, output_scores=True, return_dict_in_generate=True, **kw)
     with afip_probe.trace(model, processor) as rec:
-        model.generate(**inputs, max_new_tokens=5)
+        traced = model.generate(**inputs, **kw)
+    assert torch.equal(traced, out.sequences)
     gen = out.sequences[:, inputs["input_ids"].shape[1]:]
+    differs = 0
     for b, tr in enumerate(rec.traces):
         logp = torch.log_softmax(torch.stack([lg[b] for lg in out.logits]).float(), -1)[: tr.num_tokens]
         ent = -(logp.exp() * logp).sum(-1)
         np.testing.assert_allclose(tr.token_entropy, ent.numpy(), atol=1e-5)
         chosen = logp.gather(-1, gen[b, : tr.num_tokens, None]).squeeze(-1)
         np.testing.assert_allclose(tr.logprob, chosen.numpy(), atol=1e-5)
+        processed = torch.log_softmax(torch.stack([s[b] for s in out.scores]).float(), -1)[: tr.num_tokens]
+        differs += int(not np.allclose(tr.token_entropy, -(processed.exp() * processed).sum(-1).numpy(), atol=1e-3))
+    assert differs == len(rec.traces)  # the processed scores would have given other values
 
 
 def test_last_row_scores_masks():

@@ -11,6 +11,7 @@ from .. import store as st
 from ..errors import AfipError
 from ..metrics.chair import Chair, load_captions
 from ..metrics.labels import label_store
+from ..outputs import claim_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,10 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--caption-key", default="caption")
     p.add_argument("-o", "--output", help="write per-caption results and overall metrics as JSON here")
     p.add_argument("--labels", help="with a trace store: write its token table with CHAIR labels (Parquet)")
+    p.add_argument("--overwrite", action="store_true", help="replace -o / --labels files that exist")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    output = claim_file(args.output, overwrite=args.overwrite, flag="-o") if args.output else None
+    labels = claim_file(args.labels, overwrite=args.overwrite, flag="--labels") if args.labels else None
     source = Path(args.captions)
     if not source.exists():
         raise AfipError(f"{source}: no such caption file or trace store")
@@ -49,16 +53,16 @@ def run(args: argparse.Namespace) -> int:
         raise AfipError(f"none of the {len(captions)} captions has ground truth (unknown image ids, e.g. "
                         f"{captions[0][0]!r}); give --annotations with your dataset's COCO-format files")
     warnings += result.warnings
-    if args.output:
-        Path(args.output).write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False))
-    if args.labels:
+    if output is not None:
+        output.write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False))
+    if labels is not None:
         if store is None:
             raise AfipError("--labels needs a trace store as input")
         labelled = label_store(store, chair)
-        labelled.to_parquet(args.labels, index=False)
+        labelled.to_parquet(labels, index=False)
         warnings += labelled.attrs.get("warnings", [])
         counts = labelled["label"].value_counts()
-        print(f"token labels: {counts.get('real', 0)} real, {counts.get('hallucinated', 0)} hallucinated -> {args.labels}")
+        print(f"token labels: {counts.get('real', 0)} real, {counts.get('hallucinated', 0)} hallucinated -> {labels}")
     for w in warnings[:5]:
         print(f"warning: {w}", file=sys.stderr)
     if len(warnings) > 5:

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=int, help="only the first N images")
     p.add_argument("--sample", help="image (file stem) for the before/after attention figure (default: the first)")
     p.add_argument("--no-history-ablation", action="store_true", help="skip the AFIP-without-history condition")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue an earlier comparison in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in --out (only the "
+                   "files it wrote)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -32,6 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     res = compare(generation_settings(args), args.images, args.out, args.correct, annotations=args.annotations,
                   history_ablation=not args.no_history_ablation, sample=args.sample, max_images=args.max_images,
-                  resume=args.resume, progress=not args.no_progress)
+                  resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print("\n".join(res.lines()))
     return 0

@@ -16,14 +16,20 @@ from ..images import ImageItem, coco_image_id, collect_images
 from ..metrics import pope
 from ..metrics.chair import Chair
 from ..organism import default_images
+from ..outputs import claim_jsonl
 from ..pipelines.generation import Job, caption_images, generate_jobs
 from .flags import add_generation_flags, generation_settings
+
+
+ROW_KEYS = ("sample_id", "prompt")  # every row generate_jobs writes has them
+QUESTION_KEYS = ("question_id", "image", "text", "label")
 
 
 def _common(p: argparse.ArgumentParser, **defaults: object) -> None:
     p.add_argument("--correct", action="append", default=[], metavar="SPEC",
                    help="corrector spec (repeatable): afip[:alpha=..], pai[:alpha=..], hgai[:alpha=..]")
-    p.add_argument("--out", required=True, help="JSONL file to write (appended to and resumed if it exists)")
+    p.add_argument("--out", required=True, help="JSONL file to write (an earlier run's file is resumed; any other "
+                   "existing file is refused)")
     add_generation_flags(p, **defaults)
     p.add_argument("--no-progress", action="store_true")
 
@@ -52,6 +58,7 @@ def _images(args: argparse.Namespace) -> list[str]:
 
 
 def run_chair(args: argparse.Namespace) -> int:
+    claim_jsonl(args.out, ROW_KEYS)
     settings = generation_settings(args)
     images = _images(args)
     items = collect_images(images)[: args.max_images]
@@ -67,6 +74,7 @@ def run_chair(args: argparse.Namespace) -> int:
 
 
 def run_pope(args: argparse.Namespace) -> int:
+    claim_jsonl(args.out, ROW_KEYS)
     settings = generation_settings(args)
     images = _images(args)
     questions = args.questions
@@ -76,7 +84,8 @@ def run_pope(args: argparse.Namespace) -> int:
         annotations = Path(images[0]).parent.parent / "annotations"  # the organism's dataset layout
         qs = pope.build_questions(annotations / "instances_val.json", "adversarial", num_images=500,
                                   num_per_image=3, seed=0)
-        questions = str(Path(args.out).with_suffix(".questions.jsonl"))
+        questions = str(claim_jsonl(Path(args.out).with_suffix(".questions.jsonl"), QUESTION_KEYS,
+                                    flag="the question file beside --out"))
         pope.write_jsonl(qs, questions)
     qs, warnings = pope.read_jsonl(questions, "question")
     qs = qs[: args.max_questions]

@@ -12,6 +12,7 @@ import pandas as pd
 from .. import store as st
 from ..errors import require_positive
 from ..metrics.table import chair_for, parse_layers, token_table
+from ..outputs import claim_dir, claim_file, record_written
 from ..plots.report import figures_report
 from ..plots.store_maps import token_heatmap
 
@@ -26,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the traced images belong to, else the packaged COCO 2014 ground truth)")
     f.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
     f.add_argument("--tokens", help="also write the labelled token table to this Parquet file")
+    f.add_argument("--overwrite", action="store_true", help="replace an earlier figures output in --out (only "
+                   "the files it wrote) and an existing --tokens file")
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=run_figures)
 
@@ -39,16 +42,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--per-head", action="store_true", help="one map per head (needs --record full)")
     h.add_argument("--corrected", action="store_true", help="the corrected rows of a corrector run")
     h.add_argument("--out", default="heatmap.png", help="image file (default: %(default)s)")
+    h.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     h.set_defaults(func=run_heatmap)
 
 
 def run_figures(args: argparse.Namespace) -> int:
     require_positive(args.resamples, "--resamples")
+    tokens_file = claim_file(args.tokens, overwrite=args.overwrite, flag="--tokens") if args.tokens else None
+    out = claim_dir(args.out, "figures", overwrite=args.overwrite)
     stores = [st.open(s) for s in args.stores]
     tables = [token_table(s, chair=chair_for(s, args.annotations), progress=not args.no_progress) for s in stores]
-    if args.tokens:
-        pd.concat(tables, ignore_index=True).to_parquet(args.tokens)
-    report = figures_report(stores, args.out, args.layers, n_resamples=args.resamples, tables=tables)
+    if tokens_file is not None:
+        pd.concat(tables, ignore_index=True).to_parquet(tokens_file)
+    report = figures_report(stores, out, args.layers, n_resamples=args.resamples, tables=tables)
+    record_written(out, [f.name for f in report.files])
     for name, f in report.findings.items():
         print(f"## {name}")
         print(f.markdown())
@@ -58,10 +65,11 @@ def run_figures(args: argparse.Namespace) -> int:
 
 def run_heatmap(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
+    out = claim_file(args.out, overwrite=args.overwrite)
     store = st.open(args.store)
     layers = parse_layers(args.layers, int(store.settings.get("num_layers", 0))) if args.layers else None
     fig = token_heatmap(store, args.sample, step=args.step, word=args.word, layers=layers,
                         per_head=args.per_head, source="corrected" if args.corrected else "raw")
-    fig.savefig(args.out, dpi=150)
-    print(f"wrote {args.out}")
+    fig.savefig(out, dpi=150)
+    print(f"wrote {out}")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import require_positive
 from ..organism import dataset
+from ..outputs import claim_dir, claim_file
 from ..pipelines import organism_training
 from ..pipelines.organism_eval import evaluate_heldout, report_json
 from .flags import add_generation_flags, generation_settings
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--n", type=int, default=500, help="held-out scenes (default: %(default)s)")
     add_generation_flags(e, prompt=False, max_new_tokens=96)  # as the README's organism numbers
     e.add_argument("--json", help="also write the report as JSON here")
+    e.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     e.set_defaults(func=run_eval)
 
     t = osub.add_parser("train", help="retrain the organism (python -m afip_probe.pipelines.organism_training --help)")
@@ -37,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_scenes(args: argparse.Namespace) -> int:
     require_positive(args.n, "--n")
+    if args.out is not None:  # a folder of the user's: new, empty, or scenes drawn there before
+        claim_dir(args.out, "organism-scenes", writes=["images", "annotations", f".complete-{args.split}"],
+                  resume=True)
     root = dataset.ensure_split(args.split, n=args.n, seed=args.seed, root=args.out)
     print(f"{args.n} {args.split} scenes: images in {Path(root) / 'images' / args.split}, "
           f"annotations in {Path(root) / 'annotations'}")
@@ -45,10 +50,11 @@ def run_scenes(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     require_positive(args.n, "--n")
+    out = claim_file(args.json, overwrite=args.overwrite, flag="--json") if args.json else None
     report = evaluate_heldout(generation_settings(args), n=args.n)
     print("\n".join(report.lines()))
-    if args.json:
-        Path(args.json).write_text(report_json(report) + "\n")
+    if out is not None:
+        out.write_text(report_json(report) + "\n")
     return 0
 
 

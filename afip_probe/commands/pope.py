@@ -7,6 +7,7 @@ import sys
 
 from ..jsonio import read_json
 from ..metrics.pope import build_questions, evaluate_files, write_jsonl
+from ..outputs import claim_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--num-images", type=int, default=500)
     b.add_argument("--num-per-image", type=int, default=3)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("-o", "--output", required=True)
+    b.add_argument("-o", "--output", required=True, help="question file to write (JSON lines)")
+    b.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     b.set_defaults(func=run_build)
 
 
@@ -35,8 +37,9 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    output = claim_file(args.output, overwrite=args.overwrite, flag="-o")
     data = read_json(args.instances, "annotation file")
     qs = build_questions(data, args.sampling, args.num_images, args.num_per_image, args.seed)
-    write_jsonl(qs, args.output)
-    print(f"{len(qs)} {args.sampling} questions on {len(qs) // (2 * args.num_per_image)} images -> {args.output}")
+    write_jsonl(qs, output)
+    print(f"{len(qs)} {args.sampling} questions on {len(qs) // (2 * args.num_per_image)} images -> {output}")
     return 0

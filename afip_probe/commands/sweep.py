@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import require_positive
+from ..outputs import claim_file
 from ..pipelines.experiments import ablation, sweep
 
 
@@ -17,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="organism", help="model (default: %(default)s)")
     p.add_argument("--n", type=int, default=200, help="held-out scenes per setting (default: %(default)s)")
     p.add_argument("--out", default="sweep.csv", help="CSV table to write (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--ablation", metavar="SPEC", help="run the S1/S2/S3 ablation of this AFIP spec instead "
                    "(e.g. afip:alpha=0.1,gamma=0.1)")
     p.set_defaults(func=run)
@@ -24,9 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_positive(args.n, "--n")
+    out = claim_file(args.out, overwrite=args.overwrite)
     if args.ablation:
-        ablation(args.model, args.n, args.out, base=args.ablation)
+        ablation(args.model, args.n, out, base=args.ablation)
     else:
-        sweep(args.model, args.n, args.out)
+        sweep(args.model, args.n, out)
     print(f"table: {args.out}")
     return 0

@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from ..errors import AfipError
+from ..errors import AfipError, require_positive
 from ..jsonio import read_json
 
 SAMPLINGS = ("random", "popular", "adversarial")
 QUESTION = "Is there a {} in the image?"
+QUESTION_AN = "Is there an {} in the image?"
+VOWELS = tuple("aeiou")
+Segment = Mapping[str, Any]  # {"image": file name, "objects": [object, ...]} (POPE's segmentation format)
 
 
 def parse_answer(text: str) -> str:
@@ -106,61 +108,114 @@ def evaluate_files(questions: str | os.PathLike, answers: str | os.PathLike) -> 
     return score(labels, parsed), warnings
 
 
+def question_text(obj: str) -> str:
+    """POPE's question: "Is there a {object} in the image?", with "an" before a vowel (as published)."""
+    return QUESTION.format(obj) if obj[:1] not in VOWELS else QUESTION_AN.format(obj)
+
+
+def popularity(segments: Sequence[Segment]) -> list[str]:
+    """Objects by how many images hold them, most first; ties in order of first appearance (POPE's
+    ``sorted(ground_truth_objects.items(), key=count, reverse=True)`` over an insertion-ordered dict)."""
+    counts: dict[str, int] = {}
+    for seg in segments:
+        for obj in seg["objects"]:
+            counts[obj] = counts.get(obj, 0) + 1
+    return sorted(counts, key=lambda o: counts[o], reverse=True)
+
+
+def co_occurrence(segments: Sequence[Segment]) -> dict[str, list[str]]:
+    """For each object, the objects seen with it, most often first; ties in order of first appearance
+    (POPE's ``compute_co_occurrence``)."""
+    counts: dict[str, dict[str, int]] = {}
+    for seg in segments:
+        for obj in seg["objects"]:
+            row = counts.setdefault(obj, {})
+            for other in seg["objects"]:
+                if other != obj:
+                    row[other] = row.get(other, 0) + 1
+    return {obj: sorted(row, key=lambda o: row[o], reverse=True) for obj, row in counts.items()}
+
+
+def sample_negatives(positives: Sequence[str], image_objects: Iterable[str], sampling: str,
+                     popular: Sequence[str], co_occur: Mapping[str, Sequence[str]], pool: Sequence[str],
+                     rng: random.Random) -> list[str]:
+    """One absent object per positive, in turn, as POPE's released ``pope()`` picks it: never an object of
+    the image nor one already asked about this image; random — uniform over `pool`; popular — the first
+    of `popular` left; adversarial — the first left of that positive's own `co_occur` list. When a list
+    runs out, a uniform pick from `pool` (POPE's fallback)."""
+    present = set(image_objects)
+    asked: list[str] = []
+    out = []
+    for pos in positives:
+        asked.append(pos)
+        ranked = popular if sampling == "popular" else co_occur.get(pos, []) if sampling == "adversarial" else []
+        choice = next((o for o in ranked if o not in asked and o not in present), None)
+        if choice is None:
+            if not [o for o in pool if o not in asked and o not in present]:
+                raise AfipError(f"no object is left to ask about as absent (image objects: {sorted(present)})")
+            choice = rng.choice(pool)
+            while choice in asked or choice in present:
+                choice = rng.choice(pool)
+        asked.append(choice)
+        out.append(choice)
+    return out
+
+
+def segments_from_coco(instances: dict[str, Any] | str | os.PathLike) -> list[Segment]:
+    """``{"image", "objects"}`` per annotated image of COCO-format instances: its categories in the order
+    of their first annotation (POPE's segmentation input format)."""
+    data = instances if isinstance(instances, dict) else json.loads(Path(instances).read_text())
+    try:
+        names = {c["id"]: c["name"] for c in data["categories"]}
+        files = {im["id"]: im["file_name"] for im in data["images"]}
+        objects: dict[int, list[str]] = {}
+        for ann in data["annotations"]:
+            objs = objects.setdefault(ann["image_id"], [])
+            name = names[ann["category_id"]]
+            if name not in objs:
+                objs.append(name)
+    except (KeyError, TypeError) as e:
+        raise AfipError(f"not COCO-format instances ({e}): need images, annotations and categories") from e
+    return [{"image": files[i], "objects": objs} for i, objs in sorted(objects.items()) if i in files]
+
+
 def build_questions(
     instances: dict[str, Any] | str | os.PathLike,
     sampling: str = "random",
     num_images: int = 500,
     num_per_image: int = 3,
     seed: int = 0,
-    min_objects: int = 3,
 ) -> list[dict[str, Any]]:
-    """POPE questions for COCO-format instance annotations.
+    """POPE questions for COCO-format instance annotations, built as POPE's released code builds them.
 
-    For each of `num_images` images (with at least `min_objects` categories) ask about
-    `num_per_image` present categories ('yes') and as many absent ones ('no'), chosen:
-    random — uniformly among absent categories; popular — the most frequent categories of the
-    dataset that are absent; adversarial — the categories that co-occur most with the image's
-    objects and are absent. Questions alternate yes/no as in the published files.
+    `num_images` images with at least `num_per_image` categories are drawn (seeded); for each, its first
+    `num_per_image` categories in annotation order are the 'yes' questions, each followed by one 'no'
+    question from `sample_negatives`, with popularity and co-occurrence counted over the drawn images.
     """
     if sampling not in SAMPLINGS:
         raise AfipError(f"unknown POPE sampling {sampling!r}: use one of {', '.join(SAMPLINGS)}")
-    data = instances if isinstance(instances, dict) else json.loads(Path(instances).read_text())
-    try:
-        names = {c["id"]: c["name"] for c in data["categories"]}
-        files = {im["id"]: im["file_name"] for im in data["images"]}
-        objects: dict[int, set[str]] = {}
-        for ann in data["annotations"]:
-            objects.setdefault(ann["image_id"], set()).add(names[ann["category_id"]])
-    except (KeyError, TypeError) as e:
-        raise AfipError(f"not COCO-format instances ({e}): need images, annotations and categories") from e
-    frequency = Counter(name for objs in objects.values() for name in objs)
-    cooccur: dict[str, Counter] = {}
-    for objs in objects.values():
-        for a in objs:
-            cooccur.setdefault(a, Counter()).update(b for b in objs if b != a)
-    all_names = sorted(set(names.values()))
+    require_positive(num_per_image, "--num-per-image")
     rng = random.Random(seed)
-    eligible = sorted(i for i, objs in objects.items() if len(objs) >= min_objects and i in files)
-    chosen = rng.sample(eligible, min(num_images, len(eligible)))
-    questions, qid = [], 1
-    for image_id in chosen:
-        present = sorted(objects[image_id])
-        absent = [n for n in all_names if n not in objects[image_id]]
-        positives = rng.sample(present, min(num_per_image, len(present)))
-        if sampling == "random":
-            negatives = rng.sample(absent, min(num_per_image, len(absent)))
-        elif sampling == "popular":
-            negatives = sorted(absent, key=lambda n: (-frequency[n], n))[:num_per_image]
-        else:
-            together = Counter()
-            for p in present:
-                together.update(cooccur.get(p, Counter()))
-            negatives = sorted(absent, key=lambda n: (-together[n], n))[:num_per_image]
+    eligible = [seg for seg in segments_from_coco(instances) if len(seg["objects"]) >= num_per_image]
+    segments = rng.sample(eligible, min(num_images, len(eligible)))
+    return pope_questions(segments, sampling, num_per_image, rng)
+
+
+def pope_questions(segments: Sequence[Segment], sampling: str, num_per_image: int = 3,
+                   rng: random.Random | None = None) -> list[dict[str, Any]]:
+    """POPE's ``pope()`` over `segments` (``{"image", "objects"}``, objects in order): positives, negatives and
+    question ids as the published files have them."""
+    rng = rng or random.Random(0)
+    popular, co_occur = popularity(segments), co_occurrence(segments)
+    pool = list(dict.fromkeys(o for seg in segments for o in seg["objects"]))  # POPE's gt_objects_list
+    questions: list[dict[str, Any]] = []
+    for seg in segments:
+        positives = list(seg["objects"][:num_per_image])
+        negatives = sample_negatives(positives, seg["objects"], sampling, popular, co_occur, pool, rng)
         for pos, neg in zip(positives, negatives):
             for obj, label in ((pos, "yes"), (neg, "no")):
-                questions.append({"question_id": qid, "image": files[image_id], "text": QUESTION.format(obj),
-                                  "label": label})
-                qid += 1
+                questions.append({"question_id": len(questions) + 1, "image": seg["image"],
+                                  "text": question_text(obj), "label": label})
     return questions
 
 

@@ -35,11 +35,15 @@ from ..images import ImageItem
 from ..metrics.chair import Chair
 from ..metrics.comparison import BASELINE, chair_tables, condition_var
 from ..models import LoadedModel
+from ..outputs import claim_dir
 from ..organism import default_images
 from ..plots.comparison import attention_figure, var_position_figure
 from ..plots.report import MarkdownReport, save
 from .settings import GenerationSettings, resolve_model
 from .tracing import Condition, as_items, trace_images
+
+
+WRITTEN = ("store", "chair.csv", "captions_chair.csv", "paired.csv", "figures", "report.md")
 
 
 @dataclass
@@ -83,20 +87,21 @@ def compare(
     sample: str | None = None,
     max_images: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> CompareResult:
     """Trace baseline + corrected conditions into ``out/store`` and write the comparison (see module doc).
 
-    `images` default to the organism's held-out scenes when the model is the organism."""
+    `images` default to the organism's held-out scenes when the model is the organism. `out` must be
+    new, empty or an earlier comparison (continued with `resume`, replaced with `overwrite`)."""
     if not specs:
         raise AfipError("give at least one --correct (e.g. --correct afip)")
     conds = conditions_for(specs, history_ablation)
+    out = claim_dir(out, "compare", writes=WRITTEN, overwrite=overwrite, resume=resume)
     loaded = resolve_model(settings, loaded)
     if images is None:
         images = default_images(loaded.name, progress)
     items = as_items(images)[:max_images]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     summary = trace_images(settings, items, out / "store", loaded=loaded, conditions=conds, resume=resume,
                            progress=progress)
     store = st.open(out / "store")

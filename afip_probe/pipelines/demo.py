@@ -5,7 +5,7 @@ labels every generated token with CHAIR against the ground truth of the traced i
 own COCO-format annotations), and writes into the output folder the CHAIR table, the Findings 1–2
 statistics and figures of the token table, and heatmaps of hallucinated tokens over their images.
 
-The output folder is afip-probe's own: a folder that holds anything else is refused, and
+The output folder follows `afip_probe.outputs`: a folder that holds anything else is refused, and
 ``overwrite=True`` replaces only what an earlier demo wrote there.
 
 Example:
@@ -17,23 +17,20 @@ Example:
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 from .. import store as st
-from ..errors import AfipError
 from ..metrics.table import chair_for, token_table
 from ..organism import dataset
+from ..outputs import claim_dir
 from ..plots.report import MarkdownReport, figures_report, save
 from ..plots.store_maps import token_heatmap
 from .settings import GenerationSettings
 from .tracing import TraceSummary, trace_images
 
-MARKER = ".afip-probe-demo.json"  # says the folder is a demo output, and lists what the demo wrote
 WRITTEN = ("store", "figures", "tokens_labelled.parquet", "report.md")
 FINDINGS_FIGURES = ("fig2b_entropy", "fig3_left_var_position", "fig3_right_var_caption", "fig4_left_kl_entropy",
                     "fig5_gap_roc")
@@ -47,33 +44,12 @@ class DemoResult:
     lines: list[str]
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
-    """Make `out` ready for a demo: new or empty is fine; an earlier demo's output only with `overwrite`
-    (then only the demo's own files are removed); anything else is refused."""
-    if out.exists() and not out.is_dir():
-        raise AfipError(f"--out {out} is a file; give a new folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
-            raise AfipError(f"--out {out} is not empty and is not an afip-probe demo output; give a new folder "
-                            "(afip-probe never deletes files it did not write)")
-        if not overwrite:
-            raise AfipError(f"--out {out} holds an earlier demo; pass --overwrite to replace it, or give a new folder")
-        for name in WRITTEN:
-            path = out / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(json.dumps({"kind": "demo", "written": list(WRITTEN)}) + "\n")
-
-
 def run_demo(out: str | Path = "demo-out", n: int = 120, settings: GenerationSettings | None = None,
              overwrite: bool = False, progress: bool = True) -> DemoResult:
     """Trace `n` held-out scenes with the organism into ``out/store`` and write ``out/report.md``."""
     settings = settings or GenerationSettings("organism", level="maps", max_new_tokens=80, device="cpu")
     out = Path(out)
-    prepare_output(out, overwrite)
+    claim_dir(out, "demo", writes=WRITTEN, overwrite=overwrite)  # never a folder holding a user's files
     matplotlib.use("Agg")
     root = dataset.ensure_split("val", progress=progress)
     images = dataset.image_paths(root, "val")[:n]

@@ -32,8 +32,10 @@ from tqdm.auto import tqdm
 from ..models.tiny import llama_style_tokenizer, tiny_llava
 from ..organism import catalog
 from ..organism import dataset as sc
+from ..outputs import MARKER, claim_dir, record_written
 
 IGNORE = -100
+CHECKPOINT_KIND = "organism-checkpoint"
 
 
 @dataclass(frozen=True)
@@ -194,13 +196,18 @@ def save(model: Any, processor: Any, log: dict[str, Any], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m afip_probe.pipelines.organism_training", description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (new or empty; an earlier checkpoint "
+                   "only with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier checkpoint in --out (only the files "
+                   "training wrote)")
     defaults = TrainConfig()
     for name, value in asdict(defaults).items():
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = vars(p.parse_args(argv))
-    out = args.pop("out")
+    out, overwrite = args.pop("out"), args.pop("overwrite")
+    claim_dir(out, CHECKPOINT_KIND, overwrite=overwrite)
     log = train(TrainConfig(**args), out)
+    record_written(out, [p.name for p in Path(out).iterdir() if p.name != MARKER])
     print(f"trained {log['num_parameters']:,} parameters in {log['seconds']} s; final loss {log['loss'][-1]:.4f}"
           f" -> {out}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +41,11 @@ def _atomic_write(path: Path, write: Any) -> None:
 def _write_table(path: Path, frame: pd.DataFrame) -> None:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+#: test-only pause point, ``WHERE:K``: the process stops itself (SIGSTOP) when the K-th sample it writes
+#: reaches WHERE (``tensors`` written, ``tokens`` written, or ``commit``ted), so a test can kill it exactly there
+PAUSE_ENV = "AFIP_PROBE_TEST_PAUSE_AT"
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -87,6 +93,9 @@ class StoreWriter:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
             for stale in (self.root / sub).glob(".*.tmp"):  # files a killed run was writing
                 stale.unlink(missing_ok=True)
+        self._written = 0
+        where, _, k = os.environ.get(PAUSE_ENV, "").partition(":")
+        self._pause_at = (where, int(k)) if where and k.isdigit() else None
         if not manifest_path.exists():
             manifest = {
                 "schema_version": SCHEMA_VERSION,
@@ -119,8 +128,16 @@ class StoreWriter:
         tensors = {k: np.ascontiguousarray(v) for k, v in trace.arrays().items()}
         meta = {"sample_id": str(row.sample_id), "schema_version": str(SCHEMA_VERSION)}
         _atomic_write(self.root / TENSORS_DIR / f"{sid}.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))
+        self._pause_point("tensors")
         _write_table(self.root / TOKENS_DIR / f"{sid}.parquet", tokens)
+        self._pause_point("tokens")
         self._write_row(row)
+        self._pause_point("commit")
+        self._written += 1
+
+    def _pause_point(self, where: str) -> None:
+        if self._pause_at == (where, self._written + 1):
+            os.kill(os.getpid(), signal.SIGSTOP)  # a test kills the process here (see PAUSE_ENV)
 
     def _write_row(self, row: SampleRow) -> None:
         _write_table(self.root / SAMPLES_DIR / f"{safe_id(row.sample_id)}.parquet", pd.DataFrame([row.to_dict()]))
