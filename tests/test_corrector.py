@@ -266,3 +266,79 @@ def test_specs_parse_and_errors():
     for bad in ["nope", "afip:alpha", "afip:beta=1", "afip:alpha=x", "afip:gate=maybe", "pai:layers=a-b"]:
         with pytest.raises(AfipError):
             parse_spec(bad)
+
+
+# ---------------------------------------------------------------- recording under a corrector ----
+
+
+class ReferenceAttention:
+    """A test-only attention function, independent of afip-probe's interceptor: eager attention whose last
+    query row in each decoding forward is first changed by `SlowAFIP` (Eqs. 5–12), returning its weights."""
+
+    NAME = "afip_reference_test"
+
+    def __init__(self, cfg: AFIP, num_layers: int):
+        self.slow = SlowAFIP(cfg, num_layers)
+        self.step = -1
+        self.is_image: torch.Tensor | None = None  # [B, prompt] of the current generate() call
+
+    def start(self, input_ids, image_token_id):
+        self.is_image, self.step = input_ids == image_token_id, -1
+
+    def __call__(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        layer = getattr(module, "layer_idx", None)
+        groups = query.shape[1] // key.shape[1]
+        k = key.repeat_interleave(groups, dim=1)
+        v = value.repeat_interleave(groups, dim=1)
+        scores = (query.float() @ k.float().transpose(2, 3)) * scaling  # [B, H, q, kv]
+        if attention_mask is not None:
+            scores = scores + attention_mask.float()
+        if layer is not None and self.is_image is not None:
+            if layer == 0:
+                self.step += 1
+            kv = scores.shape[-1]
+            allowed = attention_mask[:, 0, -1, :] > torch.finfo(attention_mask.dtype).min / 2  # [B, kv]
+            is_image = torch.zeros(scores.shape[0], kv, dtype=torch.bool)
+            is_image[:, : self.is_image.shape[1]] = self.is_image[:, :kv]
+            last = scores[:, :, -1, :].masked_fill(~allowed[:, None, :], float("-inf"))
+            scores = scores.clone()
+            scores[:, :, -1, :] = self.slow(layer, self.step, 0, last, is_image, allowed).float()
+        weights = torch.softmax(scores, dim=-1)
+        out = (weights @ v.float()).to(query.dtype).transpose(1, 2).contiguous()
+        return out, weights
+
+
+def test_recorded_corrected_rows_equal_an_independent_eager_reference():
+    """The rows afip-probe records while AFIP is on equal the weights of an eager attention function that
+    applies the slow reference of Eqs. 5–12 itself; both generate the same tokens."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    model, processor = tiny.tiny_llava(layers=3, heads=4, kv_heads=2, seed=3)
+    inputs = adapter_for(model, processor).build_inputs(tiny.random_images(2, seed=4, sizes=IMAGE_SIZES[:2]),
+                                                        PROMPTS[:2])
+    cfg = AFIP(alpha=0.3, gamma=0.4, k=3, tau=2.0, window=3, layers=[1, 2])
+    image_token_id = adapter_for(model, processor).image_token_id
+    new = 6
+
+    with afip_probe.trace(model, processor, level="maps", array_dtype="float32") as rec:
+        with afip_probe.correct(model, cfg):
+            traced = model.generate(**inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+
+    ref = ReferenceAttention(cfg, 3)
+    AttentionInterface.register(ReferenceAttention.NAME, ref)
+    AttentionMaskInterface.register(ReferenceAttention.NAME, eager_mask)
+    model.set_attn_implementation({"text_config": ReferenceAttention.NAME})
+    ref.start(inputs["input_ids"], image_token_id)
+    out = model.generate(**inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                         output_attentions=True, return_dict_in_generate=True)
+    assert torch.equal(traced, out.sequences)
+    changed = 0
+    for b, tr in enumerate(rec.traces):
+        img = inputs["input_ids"][b] == image_token_id
+        for t in range(tr.num_tokens):
+            w = torch.stack([a[b, :, -1, :] for a in out.attentions[t]])[..., : img.shape[0]][..., img]  # [L, H, n]
+            torch.testing.assert_close(torch.from_numpy(tr.corrected.head["var"][t]), w.sum(-1), atol=1e-5, rtol=0)
+            torch.testing.assert_close(torch.from_numpy(tr.corrected.maps[t]), w.mean(1), atol=1e-5, rtol=0)
+            changed += int(not torch.allclose(torch.from_numpy(tr.head["var"][t]), w.sum(-1), atol=1e-4))
+    assert changed > 0  # the corrector did change rows (raw and corrected differ)

@@ -85,7 +85,7 @@ def image_keys(is_image_prompt: torch.Tensor, kv: int) -> torch.Tensor:
 def text_keys(allowed: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
     """[B, kv] bool: the keys T and the text means are taken over: allowed, not image, not the query's own."""
     text = allowed & ~is_image
-    text[:, -1] = False
+    text[..., -1] = False  # the query's own key (allowed may carry leading layer dims)
     return text
 
 
