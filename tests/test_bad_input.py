@@ -72,6 +72,7 @@ CASES = [
     ("pope-questions: malformed instances JSON", "pope-questions {bad_json} -o {root}/q.out", "not valid JSON"),
     ("compare: --images path does not exist", "compare --model {model} --images {root}/nope --out {root}/c1 --correct afip", "no such file"),
     ("compare: unknown corrector", "compare --model {model} --images {images} --out {root}/c2 --correct bogus", "unknown corrector"),
+    ("compare: corrector layers the model lacks", "compare --model {model} --images {images} --out {root}/c4 --correct afip:layers=1-9", "the model has layers"),
     ("compare: bad corrector parameter", "compare --model {model} --images {images} --out {root}/c3 --correct afip:alpha=x", "is not a float"),
     ("chair-eval: model without image tokens", "chair-eval --model {textonly} --images {images} --out {root}/e1.jsonl", "not a vision-language model"),
     ("chair-eval: --images folder has no images", "chair-eval --model {model} --images {empty} --out {root}/e2.jsonl", "no image files"),

@@ -263,9 +263,28 @@ def test_specs_parse_and_errors():
     assert (a.alpha, a.gamma, a.k, a.tau, a.window, a.history, a.avg_divisor) == (0.2, 0.05, 4, 1.5, 4, False, "k")
     assert 2 in a.layer_set(4) and 1 not in a.layer_set(4)
     assert AFIP().layer_set(32) == frozenset(range(5, 32)) and AFIP().layer_set(4) == frozenset({2, 3})
-    for bad in ["nope", "afip:alpha", "afip:beta=1", "afip:alpha=x", "afip:gate=maybe", "pai:layers=a-b"]:
+    for bad in ["nope", "afip:alpha", "afip:beta=1", "afip:alpha=x", "afip:gate=maybe", "pai:layers=a-b",
+                "afip:layers=3-1"]:
         with pytest.raises(AfipError):
             parse_spec(bad)
+
+
+def test_one_inclusive_layer_convention_and_missing_layers_refused():
+    """``layers=a-b`` in a spec means what ``--layers a-b`` means everywhere: a to b inclusive."""
+    from afip_probe.metrics.table import parse_layers
+
+    for text in ("1-2", "2-", "3", "-1"):  # (a spec separates its keys with commas: lists are for --layers)
+        assert parse_spec(f"afip:layers={text}").layer_set(4) == frozenset(parse_layers(text, 4))
+        assert parse_spec(f"pai:layers={text}").layer_set(4) == frozenset(parse_layers(text, 4))
+    assert parse_spec("afip:layers=1-2").layer_set(4) == frozenset({1, 2})
+    assert AFIP(layers=range(1, 3)).layer_set(4) == frozenset({1, 2})
+    model, processor = tiny.tiny_llava(layers=2)
+    inputs = adapter_for(model, processor).build_inputs(tiny.random_images(1), "describe")
+    for cfg in (parse_spec("afip:layers=1-5"), AFIP(layers=[7]), HGAI(layers="3-")):
+        with pytest.raises(AfipError, match="the model has layers 0..1"):
+            with afip_probe.correct(model, cfg):
+                model.generate(**inputs, max_new_tokens=2)
+    assert model.config.text_config._attn_implementation == "sdpa"
 
 
 # ---------------------------------------------------------------- recording under a corrector ----

@@ -240,7 +240,7 @@ def test_token_table_labels_and_findings(organism_store):
     hall = obj[obj.label == "hallucinated"].attn_entropy_all
     assert f.n_real == len(real) and f.n_hallucinated == len(hall)
     assert f.entropy.mean_a == pytest.approx(real.mean())
-    assert len(hall) >= 5 and len(real) >= 5  # the fixture's scenes give both groups
+    assert len(hall) >= 2 and len(real) >= 2  # the fixture's scenes (fixed, greedy) give both groups
     assert f.entropy.mannwhitney_p == pytest.approx(sps.mannwhitneyu(real, hall).pvalue)
     y = obj.label == "hallucinated"
     assert f.auc_peak_gap == pytest.approx(roc_auc_score(y, obj.peak_gap_all))

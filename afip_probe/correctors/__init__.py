@@ -8,7 +8,7 @@ Example:
     >>> import afip_probe
     >>> from afip_probe.correctors import AFIP, parse_spec
     >>> parse_spec("afip:alpha=0.2,gamma=0.05,layers=2-4")
-    AFIP(alpha=0.2, gamma=0.05, k=6, tau=0.5, window=8, layers=range(2, 4), head_correction=True, history=True, gate=True, avg_divisor='H')
+    AFIP(alpha=0.2, gamma=0.05, k=6, tau=0.5, window=8, layers=Layers('2-4'), head_correction=True, history=True, gate=True, avg_divisor='H')
     >>> from afip_probe.models import tiny, adapter_for
     >>> model, processor = tiny.tiny_llava()
     >>> inputs = adapter_for(model, processor).build_inputs(tiny.random_images(1), "describe")

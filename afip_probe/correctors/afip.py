@@ -35,13 +35,10 @@ from typing import Any, Iterable
 import torch
 
 from ..errors import AfipError
+from ..records import Layers
 from ..hooks.rowstats import text_keys
 
 NEG_INF = float("-inf")
-
-
-def _layer_set(layers: Iterable[int] | None) -> frozenset[int] | None:
-    return None if layers is None else frozenset(int(x) for x in layers)
 
 
 @dataclass
@@ -49,7 +46,8 @@ class AFIP:
     """AFIP corrector settings (α, γ, k, τ, W, layers, switches); pass it to `afip_probe.correct`.
 
     ``layers=None`` means ``range(5, L)`` (the paper's l_e = 5) on models deeper than 5 layers and
-    the upper half ``range(L // 2, L)`` on shallower ones (such as the organism).
+    the upper half ``range(L // 2, L)`` on shallower ones (such as the organism); else `layers` is
+    text such as ``"5-31"`` (inclusive) or ``"5-"``, or ints (`afip_probe.records.Layers`).
     """
 
     alpha: float = 0.1
@@ -57,12 +55,12 @@ class AFIP:
     k: int = 6
     tau: float = 0.5
     window: int = 8
-    layers: Iterable[int] | None = None
+    layers: Layers | str | Iterable[int] | None = None
     head_correction: bool = True
     history: bool = True
     gate: bool = True
     avg_divisor: str = "H"  # "H" as printed in the paper, or "k"
-    _layers: frozenset[int] | None = field(init=False, repr=False, default=None)
+    _layers: Layers | None = field(init=False, repr=False, default=None)
     # per layer: the unmodified image rows of the last W steps, [B, H, W, n] (a ring), and rows written
     _hist: dict[int, tuple[torch.Tensor, int]] = field(init=False, repr=False, default_factory=dict)
     _run: tuple[int, int] = field(init=False, repr=False, default=(-1, -1))
@@ -74,11 +72,12 @@ class AFIP:
             raise AfipError(f"avg_divisor must be 'H' or 'k', not {self.avg_divisor!r}")
         if self.k < 1 or self.window < 1:
             raise AfipError(f"AFIP needs k >= 1 and window >= 1 (got k={self.k}, window={self.window})")
-        self._layers = _layer_set(self.layers)
+        self._layers = None if self.layers is None else Layers(self.layers)
 
     def layer_set(self, num_layers: int) -> frozenset[int]:
+        """The layers corrected in a model of `num_layers` layers (one it does not have raises)."""
         if self._layers is not None:
-            return self._layers
+            return self._layers.resolve(num_layers)
         start = 5 if num_layers > 5 else num_layers // 2
         return frozenset(range(start, num_layers))
 

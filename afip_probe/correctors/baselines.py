@@ -23,18 +23,22 @@ from typing import Any, Iterable
 
 import torch
 
+from ..records import Layers
+
 
 @dataclass
 class _ImageBoost:
     alpha: float = 0.5
-    layers: Iterable[int] | None = None  # None: range(2, L), as PAI's LLaVA setting
-    _layers: frozenset[int] | None = field(init=False, repr=False, default=None)
+    layers: Layers | str | Iterable[int] | None = None  # None: range(2, L), as PAI's LLaVA setting
+    _layers: Layers | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
-        self._layers = None if self.layers is None else frozenset(int(x) for x in self.layers)
+        self._layers = None if self.layers is None else Layers(self.layers)
 
     def layer_set(self, num_layers: int) -> frozenset[int]:
-        return self._layers if self._layers is not None else frozenset(range(min(2, num_layers - 1), num_layers))
+        if self._layers is not None:
+            return self._layers.resolve(num_layers)
+        return frozenset(range(min(2, num_layers - 1), num_layers))
 
     def boost(self, img: torch.Tensor) -> torch.Tensor:  # [B, H, n] -> [B, H, n]
         raise NotImplementedError

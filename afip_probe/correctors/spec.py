@@ -1,11 +1,12 @@
 """Corrector specs as the CLI takes them: ``afip:alpha=0.2,gamma=0.05,layers=2-``, ``pai:alpha=0.5``.
 
-Keys are the corrector's fields; booleans take on/off/true/false/1/0; ``layers=a-b`` is
-``range(a, b)`` and ``layers=a-`` runs from layer a to the last one.
+Keys are the corrector's fields; booleans take on/off/true/false/1/0; ``layers=a-b`` is layers a to
+b inclusive and ``layers=a-`` runs from layer a to the last one, as ``--layers`` everywhere
+(`afip_probe.records.Layers`); a layer the model does not have is an error when generation starts.
 
 Example:
     >>> parse_spec("pai:alpha=0.3,layers=1-")
-    PAI(alpha=0.3, layers=range(1, 1000000))
+    PAI(alpha=0.3, layers=Layers('1-'))
     >>> parse_spec("afip:gate=off").gate
     False
 """
@@ -16,20 +17,12 @@ import dataclasses
 from typing import Any
 
 from ..errors import AfipError
+from ..records import Layers
 from .afip import AFIP
 from .baselines import HGAI, PAI
 
 CORRECTORS: dict[str, type] = {"afip": AFIP, "pai": PAI, "hgai": HGAI}
-OPEN_END = 1_000_000
 BOOLS = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
-
-
-def _layers(text: str) -> range:
-    try:
-        lo, _, hi = text.partition("-")
-        return range(int(lo), int(hi) if hi else OPEN_END)
-    except ValueError:
-        raise AfipError(f"layers={text!r}: write a-b (layers a..b-1) or a- (from layer a to the last)") from None
 
 
 def parse_spec(spec: str) -> Any:
@@ -48,7 +41,7 @@ def parse_spec(spec: str) -> Any:
                             f"({', '.join(fields)})")
         default = fields[key].default
         if key == "layers":
-            kwargs[key] = _layers(value)
+            kwargs[key] = Layers(value)
         elif isinstance(default, bool):
             if value.lower() not in BOOLS:
                 raise AfipError(f"{spec!r}: {key} takes on or off, not {value!r}")

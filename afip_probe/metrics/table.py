@@ -32,7 +32,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..errors import AfipError
-from ..records import LAYER_FIELDS, array_name
+from ..records import LAYER_FIELDS, Layers, array_name
 from .chair import Chair
 from .labels import label_tokens
 
@@ -58,26 +58,13 @@ def default_layer_ranges(num_layers: int) -> dict[str, list[int]]:
 
 
 def parse_layers(text: str, num_layers: int) -> list[int]:
-    """``"16-31"``, ``"16-"``, ``"3"``, ``"0,2,5"`` -> layer indices (checked against `num_layers`).
+    """``"16-31"`` (inclusive), ``"16-"``, ``"3"``, ``"0,2,5"`` -> layer indices (checked against
+    `num_layers`), the one convention of `afip_probe.records.Layers`.
 
     >>> parse_layers("2-", 4)
     [2, 3]
     """
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo) if lo else 0, (int(hi) if hi else num_layers - 1) + 1))
-            elif part:
-                out.append(int(part))
-        except ValueError:
-            raise AfipError(f"layers {text!r}: write a range like 16-31, 16- or 0,2,5") from None
-    bad = [i for i in out if not 0 <= i < num_layers]
-    if not out or bad:
-        raise AfipError(f"layers {text!r}: the model has layers 0..{num_layers - 1}")
-    return sorted(set(out))
+    return sorted(Layers(str(text)).resolve(num_layers))
 
 
 def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequence[int]],

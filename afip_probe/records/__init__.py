@@ -15,6 +15,7 @@ Example:
 """
 
 from .fields import DEFAULT_PROMPT, HEAD_FIELDS, LAYER_FIELDS, LEVELS, RecordConfig
+from .layers import Layers
 from .layout import ImageLayout, Region, grid_region, processor_region
 from .naming import ARRAY_KINDS, SOURCES, array_name, parse_array_name
 from .rows import SampleRow, token_rows
@@ -28,6 +29,7 @@ __all__ = [
     "LEVELS",
     "SOURCES",
     "ImageLayout",
+    "Layers",
     "RecordConfig",
     "Region",
     "RowArrays",
