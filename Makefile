@@ -10,11 +10,12 @@ setup: $(VENV)/.installed
 
 # The CPU build of torch is installed first (pinned, it lies on disk here); the project's own
 # torch range is then already satisfied, so no CUDA build is pulled in.
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins the tested versions (transformers, torch, ...): what `make test` passes with.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
 test: setup

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -159,3 +160,45 @@ def test_torchrun_two_processes_shard_auto_then_merge(saved, tmp_path):
     single = tmp_path / "single"
     assert main(_cmd(saved, single, "--batch-size", 1)[3:]) == 0
     _same_store(tmp_path / "merged", single)
+
+
+def test_a_store_of_another_schema_version_is_one_clear_error(saved, tmp_path, capsys):
+    out = tmp_path / "store"
+    assert main(_cmd(saved, out, "--max-images", 2)[3:]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="schema version 99, this afip-probe reads version 1"):
+        st.open(out)
+    for argv in (["verify", str(out)], ["figures", str(out), "--out", str(tmp_path / "f")],
+                 _cmd(saved, out, "--max-images", 2, "--resume")[3:]):
+        assert main(argv) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ": error: " in ln]
+        assert len(err) == 1 and "schema version 99" in err[0]
+
+
+def test_merge_keeps_failed_samples_failed_and_resumable(saved, tmp_path):
+    """A sample that failed in a shard is a failed row of the merged store, and `--resume` on the merged
+    store redoes it (and only it)."""
+    images = sorted((saved / "images").iterdir())[:4]
+    missing = tmp_path / "late.png"
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(str(p) for p in [*images, missing]) + "\n")
+    cmd = [*_cmd(saved, tmp_path / "x")[3:]]
+    cmd[cmd.index("--images") + 1] = str(listing)
+    for i in range(2):
+        shard_cmd = list(cmd)
+        shard_cmd[shard_cmd.index("--out") + 1] = str(tmp_path / f"s{i}")
+        assert main(shard_cmd + ["--shard", f"{i}/2"]) == (1 if i == 0 else 0)  # late.png is in shard 0
+    assert main(["merge", str(tmp_path / "merged"), str(tmp_path / "s0"), str(tmp_path / "s1")]) == 0
+    merged = st.open(tmp_path / "merged")
+    rows = merged.samples().set_index("sample_id")
+    assert rows.loc["late", "status"] == "failed" and "not found" in rows.loc["late", "error"]
+    assert (rows.drop("late").status == "ok").all() and len(rows) == 5
+    assert verify(tmp_path / "merged").ok
+    tiny.random_images(1, seed=3)[0].save(missing)
+    resume = list(cmd)
+    resume[resume.index("--out") + 1] = str(tmp_path / "merged")
+    assert main(resume + ["--resume"]) == 0
+    rows = st.open(tmp_path / "merged").samples()
+    assert len(rows) == 5 and (rows.status == "ok").all()
