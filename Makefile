@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup browser test test-fast demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,10 +18,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
-test: setup
+# The explorer tests drive a real headless Chromium (Debian's chromium + chromedriver): installed here when
+# missing and this is root with apt-get (CI), else the tests say in one line how to install it.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: the explorer tests need Chromium: apt-get install chromium chromium-driver (as root)"; fi
+
+test: setup browser
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup browser
 	$(PY) -m pytest -q -m "not slow"
 
 demo: setup
@@ -33,6 +41,7 @@ bench: setup
 	$(PY) benchmarks/profile_tracing.py --tokens 512 --reps 2
 	$(PY) benchmarks/memory_streaming.py
 	$(PY) benchmarks/analysis_speed.py
+	$(PY) benchmarks/explorer_size.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

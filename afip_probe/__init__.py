@@ -30,6 +30,7 @@ _LAZY = {
     "RecordConfig": ("afip_probe.records", "RecordConfig"),
     "SampleTrace": ("afip_probe.records", "SampleTrace"),
     "GenerationSettings": ("afip_probe.pipelines.settings", "GenerationSettings"),
+    "explore": ("afip_probe.plots.explorer", "explore"),
 }
 _SUBPACKAGES = ("records", "store", "metrics", "plots", "models", "hooks", "correctors", "organism", "pipelines")
 

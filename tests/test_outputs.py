@@ -21,6 +21,8 @@ WRITERS = [
     ("compare --overwrite", "compare --model {model} --images {images} --out {user_dir} --correct afip --overwrite"),
     ("figures", "figures {store} --out {user_dir}"),
     ("figures --overwrite", "figures {store} --out {user_dir} --overwrite"),
+    ("explore", "explore {store} --out {user_dir}"),
+    ("explore --overwrite", "explore {store} --out {user_dir} --overwrite"),
     ("figures --tokens", "figures {store} --out {root}/figs_new --tokens {user_file}"),
     ("heatmap", "heatmap {store} COCO_val2014_000000000001 --out {user_file}"),
     ("chair -o", "chair {good_jsonl} -o {user_file}"),

@@ -26,12 +26,13 @@ from .. import store as st
 from ..metrics.table import chair_for, token_table
 from ..organism import dataset
 from ..outputs import claim_dir
+from ..plots.explorer import write_explorer
 from ..plots.report import MarkdownReport, figures_report, save
 from ..plots.store_maps import token_heatmap
 from .settings import GenerationSettings
 from .tracing import TraceSummary, trace_images
 
-WRITTEN = ("store", "figures", "tokens_labelled.parquet", "report.md")
+WRITTEN = ("store", "figures", "tokens_labelled.parquet", "report.md", "explorer")
 FINDINGS_FIGURES = ("fig2b_entropy", "fig3_left_var_position", "fig3_right_var_caption", "fig4_left_kl_entropy",
                     "fig5_gap_roc")
 
@@ -86,9 +87,14 @@ def run_demo(out: str | Path = "demo-out", n: int = 120, settings: GenerationSet
     report.para(f"`{example.sample_id}`: {example.output_text}")
     report.section("Heatmaps of hallucinated tokens (upper-half layers, head mean)")
     report.figures(heatmaps, out)
+    explorer = write_explorer([store], out / "explorer")
+    report.section("Explore every caption")
+    report.para(f"Open `{explorer.relative_to(out).as_posix()}` in a browser: each token's attention over its "
+                "image, CHAIR labels, metric charts (a static page, no server).")
     if warnings:
         report.para(f"{len(warnings)} labelling warnings, e.g. {warnings[0]}")
     path = report.write(out / "report.md")
     lines = [f"model: the bundled organism ({loaded.name}); {len(images)} held-out scenes from {root}",
-             summary.line(), result.table(), stats.markdown(), f"report: {path}   store: {out / 'store'}"]
+             summary.line(), result.table(), stats.markdown(),
+             f"report: {path}   store: {out / 'store'}   explorer: {explorer} (open it in a browser)"]
     return DemoResult(out=out, report=path, summary=summary, lines=lines)

@@ -1,0 +1,193 @@
+"""The explorer: a static page over one or more trace stores, opened from disk with no server.
+
+`write_explorer(stores, out)` writes ``out/index.html`` with its script, style, data and images beside
+it (no CDN, no network). `Explorer(stores)` shows the same page inline in Jupyter. The page lists the
+samples with their CHAIR counts, shows each caption as tokens coloured by label (or shaded by a metric),
+and for the selected token (click, or ←/→) draws its attention over the image: the head mean over a
+layer range, placed with the box the processor's grid covers (as `afip-probe heatmap`), with a colour
+scale, and one map per head for ``full`` stores. Line charts follow VAR, attention entropy and token
+entropy along the caption. Stores of several conditions (`afip-probe compare`) are shown side by side,
+their selection synchronised by step.
+
+Maps travel as uint8 per (token, layer[, head]) with that row's maximum as the scale: a value is off by
+at most max/510. The page exposes its state in the DOM: tokens carry ``data-sample``, ``data-step`` and
+``data-label``; ``#heatmap`` carries ``data-sample``, ``data-step`` and the drawn values (``data-values``).
+
+Example:
+    >>> import afip_probe                                                 # doctest: +SKIP
+    >>> afip_probe.explore("runs/organism")        # in Jupyter: the page inline    # doctest: +SKIP
+    >>> write_explorer(["runs/organism"], "explore/")                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import store as st
+from ..errors import AfipError
+from ..images import load_image
+from ..metrics.table import chair_for, token_table
+from ..records import array_name
+from .store_maps import region_of
+
+ASSETS = ("explorer.js", "explorer.css")
+#: token-table columns the page shades tokens by and draws along the caption
+METRICS = {"var_all": "VAR", "attn_entropy_all": "attention entropy", "kl_all": "cross-head KL",
+           "token_entropy": "token entropy"}
+IMAGE_SIDE = 384  # the longest side images are stored at (the geometry stays in original pixels)
+DEFAULT_MAX_SAMPLES = 200
+
+
+def _asset(name: str) -> str:
+    return (resources.files("afip_probe.plots") / "explorer_assets" / name).read_text()
+
+
+def _quantise(values: np.ndarray) -> tuple[str, list[float]]:
+    """[..., n] floats -> (base64 of uint8 rows scaled to each row's maximum, the maxima)."""
+    v = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0).clip(min=0.0)
+    flat = v.reshape(-1, v.shape[-1])  # [rows, n]
+    scale = flat.max(axis=1)
+    q = np.rint(flat / np.where(scale > 0, scale, 1.0)[:, None] * 255).astype(np.uint8)
+    return base64.b64encode(q.tobytes()).decode(), [float(f"{s:.6g}") for s in scale]
+
+
+def _image_data(path: str) -> tuple[bytes, int, int]:
+    """The image as PNG bytes (longest side at most IMAGE_SIDE) and its original size."""
+    img = load_image(Path(path))
+    width, height = img.size
+    if max(width, height) > IMAGE_SIDE:
+        img = img.copy()
+        img.thumbnail((IMAGE_SIDE, IMAGE_SIDE))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue(), width, height
+
+
+def _round(values: Any) -> list[float | None]:
+    return [None if not np.isfinite(x) else float(f"{x:.5g}") for x in np.asarray(values, dtype=np.float64)]
+
+
+@dataclass
+class _Sample:
+    index: dict[str, Any]
+    payload: dict[str, Any]
+    image: bytes
+
+
+def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> tuple[dict[str, Any], list[_Sample]]:
+    opened = [s if hasattr(s, "samples") else st.open(s) for s in stores]
+    if not opened:
+        raise AfipError("give at least one trace store")
+    samples: list[_Sample] = []
+    layers = heads = 0
+    levels = set()
+    ranges: dict[str, list[int]] = {}
+    for k, store in enumerate(opened):
+        table = token_table(store, chair=chair_for(store))
+        ranges = {name: list(v) for name, v in table.attrs.get("layer_ranges", {}).items()}
+        rows = store.samples("ok").set_index("sample_id")
+        level = str(store.settings.get("record_level", "stats"))
+        levels.add(level)
+        prefix = f"{Path(store.root).name}: " if len(opened) > 1 else ""
+        groups = table.groupby("sample_id", sort=False)
+        ids = list(groups.groups)[: max_samples] if max_samples else list(groups.groups)
+        for sid in tqdm(ids, desc=f"explorer {Path(store.root).name}", unit="sample", disable=not progress):
+            tok = groups.get_group(sid).sort_values("step")
+            row = rows.loc[sid]
+            arrays = store.arrays(sid)
+            cond = prefix + (str(row.get("condition", "")) or ("" if not prefix else "store"))
+            image_key = str(sid).split("/", 1)[-1] if "/" in str(sid) else str(sid)
+            png, width, height = _image_data(str(row.image))
+            payload: dict[str, Any] = {
+                "id": str(sid), "cond": cond, "width": width, "height": height,
+                "region": [float(v) for v in region_of(store, row)], "grid": [int(row.grid_rows), int(row.grid_cols)],
+                "tokens": tok.token_text.tolist(), "labels": tok.label.astype(str).tolist(),
+                "objects": tok.object.astype(str).tolist(),
+                "metrics": {m: _round(tok[m]) for m in METRICS},
+            }
+            if array_name("maps") in arrays:
+                maps = np.asarray(arrays[array_name("maps")], dtype=np.float32)  # [T, L, n]
+                layers = maps.shape[1]
+                payload["maps"], payload["scales"] = _quantise(maps)
+            if array_name("scores") in arrays:
+                scores = np.asarray(arrays[array_name("scores")], dtype=np.float32)  # [T, L, H, n]
+                lse = np.asarray(arrays[array_name("head", "lse")], dtype=np.float32)  # [T, L, H]
+                heads = scores.shape[2]
+                payload["heads"], payload["hscales"] = _quantise(np.exp(scores - lse[..., None]))
+            counts = tok.label.astype(str).value_counts()
+            index = {"id": str(sid), "cond": cond, "image": image_key, "tokens": len(tok),
+                     "real": int(counts.get("real", 0)), "hall": int(counts.get("hallucinated", 0)),
+                     "text": str(row.output_text)[:120]}
+            samples.append(_Sample(index, payload, png))
+        layers = layers or int(store.settings.get("num_layers", 0))
+    if not samples:
+        raise AfipError("the stores hold no finished samples to explore")
+    meta = {"title": ", ".join(str(Path(s.root).name) for s in opened), "layers": layers, "heads": heads,
+            "levels": sorted(levels), "ranges": ranges, "metrics": METRICS,
+            "samples": [s.index for s in samples]}
+    return meta, samples
+
+
+def write_explorer(stores: Sequence[Any], out: str | Path, max_samples: int | None = DEFAULT_MAX_SAMPLES,
+                   progress: bool = False) -> Path:
+    """Write the explorer of `stores` into the folder `out` (which the caller owns); returns index.html."""
+    meta, samples = _collect(stores, max_samples, progress)
+    out = Path(out)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir(exist_ok=True)
+    for name in ASSETS:
+        (out / name).write_text(_asset(name))
+    for i, s in enumerate(samples):
+        (out / "images" / f"{i}.png").write_bytes(s.image)
+        payload = dict(s.payload, image=f"images/{i}.png")
+        (out / "data" / f"s{i}.js").write_text(f"AFIP.register({i},{json.dumps(payload, separators=(',', ':'))});\n")
+    (out / "data" / "index.js").write_text(f"window.AFIP_INDEX={json.dumps(meta, separators=(',', ':'))};\n")
+    page = _asset("page.html").replace("{{TITLE}}", html.escape(meta["title"]))
+    page = page.replace("{{HEAD}}", '<link rel="stylesheet" href="explorer.css">')
+    page = page.replace("{{SCRIPTS}}", '<script src="data/index.js"></script>\n<script src="explorer.js"></script>')
+    (out / "index.html").write_text(page)
+    return out / "index.html"
+
+
+def inline_page(stores: Sequence[Any], max_samples: int | None = 50, progress: bool = False) -> str:
+    """The whole explorer as one HTML document (data and images inline), for notebooks."""
+    meta, samples = _collect(stores, max_samples, progress)
+    data = [f"window.AFIP_INDEX={json.dumps(meta, separators=(',', ':'))};", _asset("explorer.js")]
+    for i, s in enumerate(samples):
+        uri = "data:image/png;base64," + base64.b64encode(s.image).decode()
+        data.append(f"AFIP.register({i},{json.dumps(dict(s.payload, image=uri), separators=(',', ':'))});")
+    page = _asset("page.html").replace("{{TITLE}}", html.escape(meta["title"]))
+    page = page.replace("{{HEAD}}", f"<style>{_asset('explorer.css')}</style>")
+    return page.replace("{{SCRIPTS}}", "<script>\n" + "\n".join(data).replace("</script", "<\\/script") + "\n</script>")
+
+
+class Explorer:
+    """The explorer of `stores` shown inline in Jupyter (an iframe holding the whole page).
+
+    Example:
+        >>> Explorer(["runs/organism"], max_samples=20)      # doctest: +SKIP
+    """
+
+    def __init__(self, stores: Any, max_samples: int | None = 50, height: int = 760):
+        self.stores = [stores] if isinstance(stores, (str, Path)) or hasattr(stores, "samples") else list(stores)
+        self.max_samples, self.height = max_samples, height
+
+    def _repr_html_(self) -> str:
+        page = inline_page(self.stores, self.max_samples)
+        return (f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{self.height}px;'
+                'border:1px solid #ddd" sandbox="allow-scripts"></iframe>')
+
+
+def explore(stores: Any, max_samples: int | None = 50) -> Explorer:
+    """The explorer of one store (a path or an opened store) or several, for display in Jupyter."""
+    return Explorer(stores, max_samples)

@@ -1,0 +1,158 @@
+"""The explorer page, driven in a real headless Chromium: clicks and arrow keys move the selection, the
+drawn map is the stored one, a compare store shows its conditions side by side, no console errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import afip_probe.store as st
+from afip_probe.cli import main
+from afip_probe.records import array_name
+
+from .browser import chromium
+
+SCENES = 8
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    from afip_probe.organism.dataset import heldout_dirs
+
+    root = tmp_path_factory.mktemp("explorer")
+    images, _ = heldout_dirs(progress=False)
+    assert main(["trace", "--model", "organism", "--images", str(images), "--out", str(root / "full"), "--record",
+                 "full", "--max-new-tokens", "40", "--max-images", str(SCENES), "--device", "cpu", "--no-progress"]) == 0
+    picked = root / "picked"
+    picked.mkdir()
+    for p in sorted(images.iterdir())[:3]:
+        os.symlink(p, picked / p.name)
+    assert main(["compare", "--images", str(picked), "--out", str(root / "cmp"), "--correct",
+                 "afip:layers=2-,gamma=2,tau=100", "--no-history-ablation", "--max-new-tokens", "24",
+                 "--device", "cpu", "--no-progress"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = chromium(tmp_path_factory.mktemp("chromium"))
+    yield driver
+    driver.quit()
+
+
+def _open(browser, page):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(page.resolve().as_uri())
+    browser.get_log("browser")  # start each page with an empty console
+    WebDriverWait(browser, 60).until(
+        lambda d: d.find_element("id", "heatmap").get_attribute("data-values"))
+    return browser.find_element("id", "heatmap")
+
+
+def _errors(browser):
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def _expected(store, sample, step, layers):
+    maps = np.asarray(store.arrays(sample)[array_name("maps")], dtype=np.float32)[step]  # [L, n]
+    return maps[layers].mean(axis=0), maps[layers].max(axis=1)
+
+
+def test_clicks_and_arrow_keys_select_tokens_and_draw_the_stored_map(stores, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    assert main(["explore", str(stores / "full"), "--out", str(tmp_path / "ex"), "--no-progress"]) == 0
+    heatmap = _open(browser, tmp_path / "ex" / "index.html")
+    store = st.open(stores / "full")
+    hall = browser.find_elements(By.CSS_SELECTOR, ".tok[data-label=hallucinated]")
+    assert hall, "the first sample shown has a hallucinated token"
+    token = hall[-1]
+    sample, step = token.get_attribute("data-sample"), int(token.get_attribute("data-step"))
+    token.click()
+    assert heatmap.get_attribute("data-sample") == sample and int(heatmap.get_attribute("data-step")) == step
+    drawn = np.array(json.loads(heatmap.get_attribute("data-values")))
+    expect, scales = _expected(store, sample, step, list(range(4)))
+    np.testing.assert_allclose(drawn, expect, atol=float(scales.max()) / 255, rtol=0)  # uint8 per (token, layer)
+    assert "selected" in token.get_attribute("class")
+
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)
+    assert int(heatmap.get_attribute("data-step")) == step + 1
+    nxt = browser.find_element(By.CSS_SELECTOR, f'.tok[data-sample="{sample}"][data-step="{step + 1}"]')
+    assert "selected" in nxt.get_attribute("class") and "selected" not in token.get_attribute("class")
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_LEFT)
+    assert int(heatmap.get_attribute("data-step")) == step
+
+    # the late layers only, and one map per head (a full store)
+    browser.find_element(By.CSS_SELECTOR, "#layer-range option[value=late]").click()
+    expect, scales = _expected(store, sample, step, [3])
+    np.testing.assert_allclose(np.array(json.loads(heatmap.get_attribute("data-values"))), expect,
+                               atol=float(scales.max()) / 255, rtol=0)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".panel .heads canvas")) == 4
+    # every token of the caption is on the page, with its label
+    tokens = store.tokens([sample])
+    shown = browser.find_elements(By.CSS_SELECTOR, f'.tok[data-sample="{sample}"]')
+    assert [t.get_attribute("data-step") for t in shown] == [str(s) for s in tokens.step]
+    # the filter keeps only samples with hallucinations
+    listed = len(browser.find_elements(By.CSS_SELECTOR, "#sample-list li"))
+    browser.find_element(By.ID, "only-hall").click()
+    kept = browser.find_elements(By.CSS_SELECTOR, "#sample-list li")
+    assert 0 < len(kept) < listed and all(int(li.find_element(By.CSS_SELECTOR, ".hall").text) > 0 for li in kept)
+    shot = tmp_path / "explorer.png"
+    browser.save_screenshot(str(shot))
+    if os.environ.get("AFIP_EXPLORER_SCREENSHOT"):  # how docs/explorer.png is made
+        shutil.copy(shot, os.environ["AFIP_EXPLORER_SCREENSHOT"])
+    assert _errors(browser) == []
+
+
+def test_a_compare_store_shows_its_conditions_side_by_side(stores, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    assert main(["explore", str(stores / "cmp" / "store"), "--out", str(tmp_path / "ex"), "--no-progress"]) == 0
+    _open(browser, tmp_path / "ex" / "index.html")
+    panels = browser.find_elements(By.CSS_SELECTOR, "#view .panel")
+    titles = [p.find_element(By.TAG_NAME, "h2").text for p in panels]
+    assert len(panels) == 2 and titles[0].split(" · ")[1].split("/")[1] == titles[1].split(" · ")[1].split("/")[1]
+    assert {t.split(" · ")[0] for t in titles} == {"baseline", "afip:layers=2-,gamma=2,tau=100"}
+    for _ in range(3):
+        browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)
+    maps = [p.find_element(By.CSS_SELECTOR, ".heatmap") for p in panels]
+    assert [m.get_attribute("data-step") for m in maps] == ["3", "3"]  # synchronised by step
+    assert maps[0].get_attribute("data-sample") != maps[1].get_attribute("data-sample")
+    store = st.open(stores / "cmp" / "store")
+    for m in maps:
+        expect, scales = _expected(store, m.get_attribute("data-sample"), 3, list(range(4)))
+        np.testing.assert_allclose(np.array(json.loads(m.get_attribute("data-values"))), expect,
+                                   atol=float(scales.max()) / 255, rtol=0)
+    assert _errors(browser) == []
+
+
+def test_the_notebook_view_is_the_same_page_inline(stores, browser, tmp_path):
+    """`afip_probe.explore(store)` in Jupyter: one document, data and images inline, same page."""
+    import afip_probe
+    from afip_probe.plots.explorer import inline_page
+
+    view = afip_probe.explore(str(stores / "full"), max_samples=3)
+    assert view._repr_html_().startswith("<iframe srcdoc=")
+    page = tmp_path / "inline.html"
+    page.write_text(inline_page([str(stores / "full")], max_samples=3))
+    assert "src=\"data/" not in page.read_text() and "<link" not in page.read_text()
+    heatmap = _open(browser, page)
+    assert heatmap.get_attribute("data-sample") and _errors(browser) == []
+
+
+def test_the_explorer_folder_follows_the_output_rule(stores, tmp_path, capsys):
+    out = tmp_path / "ex"
+    assert main(["explore", str(stores / "full"), "--out", str(out), "--no-progress", "--max-samples", "2"]) == 0
+    (out / "mine.txt").write_text("mine")
+    assert main(["explore", str(stores / "full"), "--out", str(out), "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["explore", str(stores / "full"), "--out", str(out), "--no-progress", "--overwrite"]) == 0
+    assert (out / "mine.txt").read_text() == "mine"
+    assert len(list((out / "data").glob("s*.js"))) == SCENES
