@@ -31,6 +31,7 @@ _LAZY = {
     "SampleTrace": ("afip_probe.records", "SampleTrace"),
     "GenerationSettings": ("afip_probe.pipelines.settings", "GenerationSettings"),
     "explore": ("afip_probe.plots.explorer", "explore"),
+    "stream": ("afip_probe.pipelines.streaming", "stream"),
 }
 _SUBPACKAGES = ("records", "store", "metrics", "plots", "models", "hooks", "correctors", "organism", "pipelines")
 

@@ -4,6 +4,6 @@ the work itself is a library function in `afip_probe.pipelines` (or `store`, `me
 Flags shared by the commands that generate are added by `flags.add_generation_flags`.
 """
 
-from . import chair, compare, demo, evaluate, explore, figures, organism, pope, store_tools, sweep, trace
+from . import chair, compare, demo, detect, evaluate, explore, figures, organism, pope, store_tools, stream, sweep, trace
 
-COMMANDS = [trace, store_tools, chair, pope, figures, explore, compare, evaluate, sweep, organism, demo]
+COMMANDS = [trace, store_tools, chair, pope, figures, explore, detect, stream, compare, evaluate, sweep, organism, demo]

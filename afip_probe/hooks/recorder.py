@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import AfipError
-from ..records import HEAD_FIELDS, LAYER_FIELDS, ImageLayout, RecordConfig, RowArrays, SampleTrace
+from ..records import HEAD_FIELDS, LAYER_FIELDS, ImageLayout, RecordConfig, RowArrays, SampleTrace, array_name
 from .rowstats import RowStats, RunMasks, Workspace, mask_rows, row_scores, row_stats
 
 class _Rows:
@@ -131,6 +131,28 @@ class Recorder(Switch):
     @property
     def active(self) -> bool:
         return self._run is not None
+
+    def latest_step(self, b: int = 0) -> tuple[int, dict[str, np.ndarray], float, np.ndarray] | None:
+        """While generate() runs (e.g. from a streamer, once a token is chosen): the newest summarised step of
+        sample `b` as (step, arrays named as stored with a leading [1] step axis, token entropy, log-softmax
+        of the raw logits [V]); None before the first step."""
+        run = self._run
+        if run is None or run.pending_logp is None:
+            return None
+        self._flush()
+        step = run.step
+        head = np.zeros((1, self.num_layers, len(HEAD_FIELDS), 0), dtype=np.float32)
+        layer = np.zeros((1, self.num_layers, len(LAYER_FIELDS)), dtype=np.float32)
+        for _, layers, t in (item for item in run.raw.items["head"] if item[0] == step):
+            rows = t[:, b].float().cpu().numpy()  # [L', F, H]
+            if head.shape[-1] != rows.shape[-1]:
+                head = np.zeros((1, self.num_layers, len(HEAD_FIELDS), rows.shape[-1]), dtype=np.float32)
+            head[0, layers] = rows
+        for _, layers, t in (item for item in run.raw.items["layer"] if item[0] == step):
+            layer[0, layers] = t[:, b].float().cpu().numpy()
+        arrays = {array_name("head", f): head[:, :, i] for i, f in enumerate(HEAD_FIELDS)}
+        arrays.update({array_name("layer", f): layer[:, :, i] for i, f in enumerate(LAYER_FIELDS)})
+        return step, arrays, float(run.entropy[-1][b]), run.pending_logp[b].float().cpu().numpy()
 
     # ------------------------------------------------------------------ run lifecycle
     def start_run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layouts: list[ImageLayout],

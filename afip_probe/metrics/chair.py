@@ -349,10 +349,11 @@ def annotation_dir_for(image: Path) -> Path | None:
     file names (the packaged objects serve those) and images outside any such dataset."""
     if COCO_FILE.match(image.stem):
         return None
-    for parent in list(image.parents)[:3]:
-        folder = parent / "annotations"
-        if folder.is_dir() and any(folder.glob("instances_*.json")):
-            return folder.resolve()
+    for path in dict.fromkeys([image, image.resolve()]):  # a link to an image of a dataset: that dataset
+        for parent in list(path.parents)[:3]:
+            folder = parent / "annotations"
+            if folder.is_dir() and any(folder.glob("instances_*.json")):
+                return folder.resolve()
     return None
 
 

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import AfipError
 from ..hooks import trace
 from ..images import ImageItem, collect_images, load_image
+from ..metrics.detect import Detector, trace_features
 from ..models import LoadedModel
 from ..records import SampleRow, token_rows
 from ..store import StoreWriter
@@ -69,6 +71,7 @@ def trace_images(
     conditions: Sequence[Condition] = (("", ()),),
     resume: bool = False,
     shard: tuple[int, int] | None = None,
+    detector: Detector | None = None,
     progress: bool = True,
 ) -> TraceSummary:
     """Generate for every image with the interceptor on and stream the records into a store.
@@ -83,6 +86,9 @@ def trace_images(
 
     ``shard=(i, n)`` traces only images i, i+n, i+2n, ... (of the sorted list), for data-parallel runs
     whose shard stores `afip_probe.store.merge` joins into one.
+
+    With a `detector` (`afip_probe.metrics.detect`), every token row gets its ``risk`` as each sample is
+    written: the same value the detector gives the stored statistics afterwards.
     """
     items = as_items(images)
     if shard is not None:
@@ -100,12 +106,15 @@ def trace_images(
     manifest.update(condition=" | ".join(name for name, _ in conds), conditions=[name for name, _ in conds])
     if shard is not None:
         manifest["shard"] = f"{shard[0]}/{shard[1]}"
+    if detector is not None:
+        manifest["detector"] = {"kind": detector.kind, "features": len(detector.features), **detector.trained_on}
     writer = StoreWriter(out, manifest, resume=resume)
     done = writer.finished() if resume else set()
     total = sum(len(g) for _, _, g in groups)
     todo = [(name, mods, [it for it in g if it.sample_id not in done]) for name, mods, g in groups]
     left = sum(len(g) for _, _, g in todo)
-    tracer = _Tracer(loaded, writer, TraceSummary(store=str(out), total=total, skipped=total - left), settings)
+    tracer = _Tracer(loaded, writer, TraceSummary(store=str(out), total=total, skipped=total - left), settings,
+                     detector)
     start = time.perf_counter()
     tracer.bar = tqdm(total=left, desc="trace", unit="img", disable=not progress)
     for name, mods, group in todo:
@@ -119,8 +128,10 @@ def trace_images(
 class _Tracer:
     """The loop of `trace_images`: batches of one condition through generate() into the store."""
 
-    def __init__(self, loaded: LoadedModel, writer: StoreWriter, summary: TraceSummary, settings: GenerationSettings):
+    def __init__(self, loaded: LoadedModel, writer: StoreWriter, summary: TraceSummary, settings: GenerationSettings,
+                 detector: Detector | None = None):
         self.loaded, self.writer, self.summary, self.settings = loaded, writer, summary, settings
+        self.detector = detector
         self.tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
         self.device = next(loaded.model.parameters()).device
         self.bar: Any = None
@@ -162,6 +173,10 @@ class _Tracer:
                         continue
                     for (item, img), tr in zip(ready, rec.traces):
                         text, tokens = token_rows(item.sample_id, tr, self.tokenizer)
+                        if self.detector is not None:  # risk per token, from the statistics just recorded
+                            features = trace_features(tr.arrays(), tokens, self.detector.features,
+                                                      loaded.adapter.num_layers)
+                            tokens["risk"] = self.detector.predict(features).to_numpy(np.float32)
                         region = loaded.adapter.image_region(img.width, img.height)
                         row = self.base_row(item, condition).with_trace(tr, text, (img.width, img.height), region)
                         self.writer.write_sample(row, tr, tokens)

@@ -1,0 +1,47 @@
+"""`afip-probe stream`: write a caption live, marking risky object words as they appear."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..images import load_image
+from ..metrics.chair import Chair
+from ..metrics.detect import Detector
+from ..pipelines.streaming import risky_words, stream
+from .flags import add_generation_flags, generation_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stream", help="caption one image live, flagging risky object words as they appear",
+                       description="Generate for one image and print the text as it comes; object words whose "
+                       "hallucination risk (from a detector trained with --features live) reaches --threshold are "
+                       "marked [word!risk].")
+    p.add_argument("image", help="image file")
+    p.add_argument("--detector", required=True, help="detector JSON from `afip-probe detect train --features live`")
+    p.add_argument("--threshold", type=float, default=0.5, help="risk that marks a word (default: %(default)s)")
+    add_generation_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = generation_settings(args)
+    detector = Detector.load(args.detector)
+    image = load_image(Path(args.image))
+    loaded = settings.load()
+    vocabulary = set(Chair({}).inverse_synonym_dict)
+    pieces = []
+    for piece in stream(loaded.model, loaded.processor, image, settings.prompt, detector,
+                        max_new_tokens=settings.max_new_tokens, adapter=loaded.adapter):
+        pieces.append(piece)
+        flagged = risky_words([piece], vocabulary, args.threshold)
+        text = piece.text
+        if flagged:
+            word = text.strip()
+            text = text.replace(word, f"[{word}!{piece.risk:.2f}]", 1)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    flagged = risky_words(pieces, vocabulary, args.threshold)
+    print(f"\n{len(pieces)} tokens, {len(flagged)} object words flagged at risk >= {args.threshold}")
+    return 0

@@ -1,0 +1,278 @@
+"""Hallucination detectors on the recorded statistics, validated without leaks between captions.
+
+A detector scores object-mention tokens (CHAIR label real vs hallucinated) from columns of the token
+table (`afip_probe.metrics.table`): every metric per layer range and per layer, token entropy,
+log-probability and position. Three kinds:
+
+- every single signal as it is (no training): its AUROC says how far it separates the two groups;
+- ``logistic``: standardised features, L2 logistic regression;
+- ``mlp``: standardised features, one hidden ReLU layer (sklearn's MLPClassifier).
+
+Validation is grouped by caption (`grouped_folds`: never the same caption in train and test), and
+confidence intervals resample captions, not tokens. Detectors are saved as JSON (feature names,
+scaling, weights; no pickle) and score any token table with `Detector.predict`.
+
+Example:
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"sample_id": np.repeat(np.arange(40), 5), "x": rng.normal(size=200)})
+    >>> df["label"] = np.where(df.x + rng.normal(scale=0.5, size=200) > 0.8, "hallucinated", "real")
+    >>> det = train(df, ["x"], kind="logistic")
+    >>> Detector.from_json(det.to_json()).predict(df).round(6).equals(det.predict(df).round(6))
+    True
+    >>> cross_validate(df, ["x"], "logistic", folds=4).auroc > 0.8
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import calibration_curve
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import GroupKFold
+from sklearn.neural_network import MLPClassifier
+
+from ..errors import AfipError
+from ..jsonio import read_json
+from .table import METRICS
+
+KINDS = ("logistic", "mlp")
+FORMAT = "afip-probe-detector/1"
+OBJECT_LABELS = ("real", "hallucinated")
+
+
+def object_tokens(df: pd.DataFrame) -> pd.DataFrame:
+    """The object-mention tokens of a token table (label real or hallucinated)."""
+    return df[df.label.astype(str).isin(OBJECT_LABELS)].reset_index(drop=True)
+
+
+def feature_names(df: pd.DataFrame, ranges: Sequence[str] | None = None, per_layer: bool = True,
+                  position: bool = True) -> list[str]:
+    """Feature columns of a token table: each metric per layer range (`ranges`, default all of them) and,
+    with `per_layer`, per single layer (ranges named ``layer<i>``), token entropy, log-probability and,
+    with `position`, the relative position along the caption (not known while generating)."""
+    names = []
+    for col in df.columns:
+        metric, _, rng = col.rpartition("_")
+        if metric not in METRICS:
+            continue
+        is_layer = rng.startswith("layer") and rng[5:].isdigit()
+        if (is_layer and per_layer) or (not is_layer and (ranges is None or rng in ranges)):
+            names.append(col)
+    names += ["token_entropy", "logprob"] + (["relative_position"] if position else [])
+    return names
+
+
+def _xy(df: pd.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    missing = [f for f in features if f not in df]
+    if missing:
+        raise AfipError(f"the token table has no {', '.join(missing[:3])}: trace with the layers this detector "
+                        "was trained on, or train it on this store")
+    x = df[list(features)].to_numpy(dtype=np.float64)
+    y = (df.label.astype(str) == "hallucinated").to_numpy() if "label" in df else np.zeros(len(df), bool)
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), y
+
+
+@dataclass
+class Detector:
+    """A trained detector: standardisation, then a logistic output (kind ``logistic``) or one hidden ReLU
+    layer then a logistic output (kind ``mlp``). `weights` are [W, b] per layer, as nested lists."""
+
+    kind: str
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    weights: list[list[Any]]
+    trained_on: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, df: pd.DataFrame) -> pd.Series:
+        """P(hallucinated) for every row of a token table (meaningful on object-mention tokens)."""
+        x, _ = _xy(df, self.features)
+        h = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        for k, (w, b) in enumerate(self.weights):
+            h = h @ np.asarray(w) + np.asarray(b)
+            if k < len(self.weights) - 1:
+                h = np.maximum(h, 0.0)
+        return pd.Series(1.0 / (1.0 + np.exp(-h[:, 0])), index=df.index, name="risk")
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, **asdict(self)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Detector":
+        data = json.loads(text)
+        if data.pop("format", None) != FORMAT:
+            raise AfipError(f"not an afip-probe detector (expected format {FORMAT})")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> Path:
+        Path(path).write_text(self.to_json() + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Detector":
+        data = read_json(path, "detector file")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise AfipError(f"{path} is not an afip-probe detector (train one with `afip-probe detect train`)")
+        return cls.from_json(json.dumps(data))
+
+
+def train(df: pd.DataFrame, features: Sequence[str], kind: str = "logistic", seed: int = 0) -> Detector:
+    """Fit a detector on the object-mention tokens of `df`."""
+    if kind not in KINDS:
+        raise AfipError(f"unknown detector kind {kind!r}: use one of {', '.join(KINDS)}")
+    obj = object_tokens(df)
+    x, y = _xy(obj, features)
+    if y.all() or not y.any():
+        raise AfipError("training a detector needs both real and hallucinated object tokens")
+    mean, scale = x.mean(0), x.std(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    z = (x - mean) / scale
+    if kind == "logistic":
+        model = LogisticRegression(C=1.0, max_iter=2000).fit(z, y)
+        weights = [[model.coef_.T.tolist(), model.intercept_.tolist()]]
+    else:
+        model = MLPClassifier(hidden_layer_sizes=(16,), alpha=1e-2, max_iter=2000, random_state=seed).fit(z, y)
+        weights = [[w.tolist(), b.tolist()] for w, b in zip(model.coefs_, model.intercepts_)]
+    return Detector(kind, list(features), mean.tolist(), scale.tolist(), weights,
+                    {"tokens": int(len(y)), "hallucinated": int(y.sum()), "captions": int(obj.sample_id.nunique())})
+
+
+def grouped_folds(groups: Sequence[Any], folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index pairs in which no group (caption) is on both sides."""
+    groups = np.asarray(groups)
+    k = min(folds, len(np.unique(groups)))
+    if k < 2:
+        raise AfipError("grouped cross-validation needs at least 2 captions with object tokens")
+    return list(GroupKFold(n_splits=k).split(np.zeros(len(groups)), groups=groups))
+
+
+@dataclass
+class Evaluation:
+    """How well scores separate hallucinated from real object tokens, CIs resampled by caption."""
+
+    name: str
+    auroc: float
+    auroc_ci: tuple[float, float]
+    auprc: float
+    auprc_ci: tuple[float, float]
+    brier: float
+    n_tokens: int
+    n_hallucinated: int
+    n_captions: int
+    reliability: tuple[list[float], list[float]] = ((), ())  # (mean predicted, fraction hallucinated) per bin
+    scores: np.ndarray | None = field(default=None, repr=False)
+    positive: np.ndarray | None = field(default=None, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        return {"detector": self.name, "AUROC": self.auroc, "AUROC 95% CI": self.auroc_ci, "AUPRC": self.auprc,
+                "AUPRC 95% CI": self.auprc_ci, "Brier": self.brier, "tokens": self.n_tokens,
+                "hallucinated": self.n_hallucinated, "captions": self.n_captions}
+
+
+def evaluate_scores(name: str, scores: np.ndarray, positive: np.ndarray, groups: np.ndarray,
+                    n_resamples: int = 1000, seed: int = 0, probabilities: bool = False) -> Evaluation:
+    """AUROC and AUPRC of `scores` with percentile CIs from resampling captions (`groups`) with
+    replacement; Brier score and reliability curve when the scores are probabilities."""
+    s, y, g = np.asarray(scores, np.float64), np.asarray(positive, bool), np.asarray(groups)
+    keep = np.isfinite(s)
+    s, y, g = s[keep], y[keep], g[keep]
+    if y.all() or not y.any():
+        raise AfipError(f"{name}: scoring needs both real and hallucinated object tokens")
+    caps, inverse = np.unique(g, return_inverse=True)
+    members = [np.flatnonzero(inverse == c) for c in range(len(caps))]
+    rng = np.random.default_rng(seed)
+    boots: list[tuple[float, float]] = []
+    for _ in range(n_resamples):
+        idx = np.concatenate([members[c] for c in rng.integers(0, len(caps), len(caps))])
+        if y[idx].all() or not y[idx].any():
+            continue
+        boots.append((roc_auc_score(y[idx], s[idx]), average_precision_score(y[idx], s[idx])))
+    b = np.asarray(boots) if boots else np.full((1, 2), np.nan)
+    lo, hi = np.nanpercentile(b, [2.5, 97.5], axis=0)
+    brier, rel = float("nan"), ((), ())
+    if probabilities:
+        brier = float(brier_score_loss(y, s))
+        frac, pred = calibration_curve(y, s, n_bins=10, strategy="quantile")
+        rel = (pred.tolist(), frac.tolist())
+    return Evaluation(name, float(roc_auc_score(y, s)), (float(lo[0]), float(hi[0])),
+                      float(average_precision_score(y, s)), (float(lo[1]), float(hi[1])), brier, int(len(y)),
+                      int(y.sum()), int(len(caps)), rel, s, y)
+
+
+def cross_validate(df: pd.DataFrame, features: Sequence[str], kind: str = "logistic", folds: int = 5,
+                   n_resamples: int = 1000, seed: int = 0) -> Evaluation:
+    """Out-of-fold predictions of a `kind` detector over grouped folds (by caption), then `evaluate_scores`."""
+    obj = object_tokens(df)
+    _, y = _xy(obj, features)
+    oof = np.full(len(obj), np.nan)
+    for tr, te in grouped_folds(obj.sample_id, folds):
+        if y[tr].all() or not y[tr].any():
+            continue  # a fold without both classes to learn from: its captions are left out
+        det = train(obj.iloc[tr], features, kind, seed)
+        oof[te] = det.predict(obj.iloc[te]).to_numpy()
+    return evaluate_scores(f"{kind} ({len(features)} features, {folds}-fold by caption)", oof, y,
+                           obj.sample_id.to_numpy(), n_resamples, seed, probabilities=True)
+
+
+def single_signals(df: pd.DataFrame, features: Sequence[str], n_resamples: int = 1000,
+                   seed: int = 0) -> list[Evaluation]:
+    """Every feature as a detector as it is (higher = hallucinated), no training."""
+    obj = object_tokens(df)
+    x, y = _xy(obj, features)
+    return [evaluate_scores(f, x[:, j], y, obj.sample_id.to_numpy(), n_resamples, seed)
+            for j, f in enumerate(features)]
+
+
+def table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
+    """One row per evaluation: AUROC and AUPRC with their 95 % CIs, Brier score, counts."""
+    rows = []
+    for e in evaluations:
+        rows.append({"detector": e.name, "AUROC": round(e.auroc, 3),
+                     "AUROC 95% CI": f"{e.auroc_ci[0]:.3f}–{e.auroc_ci[1]:.3f}", "AUPRC": round(e.auprc, 3),
+                     "AUPRC 95% CI": f"{e.auprc_ci[0]:.3f}–{e.auprc_ci[1]:.3f}",
+                     "Brier": round(e.brier, 4) if np.isfinite(e.brier) else "",
+                     "tokens": e.n_tokens, "hallucinated": e.n_hallucinated, "captions": e.n_captions})
+    return pd.DataFrame(rows)
+
+
+def detection_table(store: Any, chair: Any = None) -> pd.DataFrame:
+    """The token table of a store with every metric per layer range and per single layer (``<metric>_layer<i>``)."""
+    from .table import default_layer_ranges, token_table
+
+    num_layers = int(store.settings.get("num_layers") or 0)
+    if not num_layers:
+        raise AfipError(f"{store.root}: the manifest does not say how many layers the model has")
+    ranges = default_layer_ranges(num_layers) | {f"layer{i}": [i] for i in range(num_layers)}
+    return token_table(store, chair=chair, layer_ranges=ranges)
+
+
+def _ranges_for(features: Sequence[str], num_layers: int) -> dict[str, list[int]]:
+    from .table import default_layer_ranges
+
+    named = default_layer_ranges(num_layers) | {f"layer{i}": [i] for i in range(num_layers)}
+    wanted = {f.rpartition("_")[2] for f in features if f.rpartition("_")[0] in METRICS}
+    unknown = wanted - set(named)
+    if unknown:
+        raise AfipError(f"the detector uses layer ranges {sorted(unknown)} that a {num_layers}-layer model lacks")
+    return {name: named[name] for name in wanted}
+
+
+def trace_features(arrays: Any, tokens: pd.DataFrame, features: Sequence[str], num_layers: int) -> pd.DataFrame:
+    """The detector's feature columns for one traced sample, from its arrays (as stored, or a
+    `SampleTrace.arrays()`) and its tokens table (token entropy, logprob, position): the same numbers
+    `detection_table` reads back from a store."""
+    from .table import sample_metrics
+
+    cols = sample_metrics(arrays, _ranges_for(features, num_layers))
+    frame = tokens.reset_index(drop=True).copy()
+    for name, values in cols.items():
+        frame[name] = np.asarray(values, dtype=np.float32)
+    return frame

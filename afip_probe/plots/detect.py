@@ -1,0 +1,47 @@
+"""Figures of hallucination detectors: ROC, precision–recall and reliability (calibration) curves.
+
+Example:
+    >>> import numpy as np
+    >>> from afip_probe.metrics.detect import evaluate_scores
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.random(300) < 0.2
+    >>> ev = evaluate_scores("x", y + rng.normal(size=300), y, np.arange(300) // 3, n_resamples=50)
+    >>> len(detector_figure([ev]).axes)
+    3
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from ..metrics.detect import Evaluation
+
+
+def detector_figure(evaluations: Sequence[Evaluation]) -> Any:
+    """ROC (AUROC in the legend), precision–recall (AUPRC) and, for probability scores, the reliability
+    curve of each evaluation, side by side."""
+    import matplotlib.pyplot as plt
+
+    fig, (roc_ax, pr_ax, cal_ax) = plt.subplots(1, 3, figsize=(13, 4))
+    for ev in evaluations:
+        if ev.scores is None or ev.positive is None:
+            continue
+        fpr, tpr, _ = roc_curve(ev.positive, ev.scores)
+        roc_ax.plot(fpr, tpr, lw=1.3, label=f"{ev.name} ({ev.auroc:.3f})")
+        precision, recall, _ = precision_recall_curve(ev.positive, ev.scores)
+        pr_ax.plot(recall, precision, lw=1.3, label=f"{ev.name} ({ev.auprc:.3f})")
+        if ev.reliability[0]:
+            cal_ax.plot(ev.reliability[0], ev.reliability[1], marker="o", ms=3, label=f"{ev.name} (Brier {ev.brier:.3f})")
+    roc_ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls="--")
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (AUROC)")
+    base = evaluations[0].n_hallucinated / max(evaluations[0].n_tokens, 1) if evaluations else 0
+    pr_ax.axhline(base, color="#999", lw=0.8, ls="--")
+    pr_ax.set(xlabel="recall", ylabel="precision", title="precision–recall (AUPRC)")
+    cal_ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls="--")
+    cal_ax.set(xlabel="predicted risk", ylabel="fraction hallucinated", title="reliability")
+    for ax in (roc_ax, pr_ax, cal_ax):
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,139 @@
+"""Hallucination detectors: grouped validation without leaks, JSON round trips, planted signals and
+shuffled controls, and the risk recorded live (while tracing, while streaming) equal to the risk
+computed afterwards from the stored statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import afip_probe.store as st
+from afip_probe.cli import main
+from afip_probe.errors import AfipError
+from afip_probe.metrics import detect
+
+
+def _synthetic(planted: float, seed: int = 0, captions: int = 120) -> pd.DataFrame:
+    """A token table of object tokens: 8 features, the first one shifted by `planted` for hallucinated
+    tokens, and a caption-level nuisance shared by the tokens of one caption."""
+    rng = np.random.default_rng(seed)
+    n = captions * 6
+    df = pd.DataFrame({"sample_id": np.repeat([f"c{i}" for i in range(captions)], 6)})
+    y = rng.random(n) < 0.2
+    nuisance = np.repeat(rng.normal(size=captions), 6)
+    for j in range(8):
+        df[f"var_layer{j}"] = rng.normal(size=n) + nuisance + (planted * y if j == 0 else 0.0)
+    df["token_entropy"], df["logprob"], df["relative_position"] = rng.random(n), -rng.random(n), rng.random(n)
+    df["label"] = np.where(y, "hallucinated", "real")
+    return df
+
+
+def test_grouped_folds_never_split_a_caption():
+    groups = np.repeat(np.arange(37), np.random.default_rng(1).integers(1, 9, 37))
+    folds = detect.grouped_folds(groups, 5)
+    assert len(folds) == 5
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+    assert sorted(np.concatenate([t for _, t in folds]).tolist()) == list(range(len(groups)))
+    with pytest.raises(AfipError, match="at least 2 captions"):
+        detect.grouped_folds([1, 1, 1])
+
+
+@pytest.mark.parametrize("kind", detect.KINDS)
+def test_a_planted_signal_is_found_and_a_shuffled_control_is_not(kind):
+    df = _synthetic(planted=3.0)
+    features = detect.feature_names(df)
+    assert features[0] == "var_layer0" and "relative_position" in features
+    found = detect.cross_validate(df, features, kind, folds=5, n_resamples=200)
+    assert found.auroc > 0.95 and found.auroc_ci[0] > 0.9
+    control = df.copy()
+    control["label"] = np.random.default_rng(5).permutation(control.label.to_numpy())
+    chance = detect.cross_validate(control, features, kind, folds=5, n_resamples=200)
+    assert abs(chance.auroc - 0.5) < 0.1 and chance.auroc_ci[0] < 0.5 < chance.auroc_ci[1]
+    singles = {e.name: e.auroc for e in detect.single_signals(df, features, n_resamples=50)}
+    assert singles["var_layer0"] > 0.9 and abs(singles["var_layer1"] - 0.5) < 0.1  # (the caption nuisance stays in)
+
+
+def test_a_saved_detector_scores_identically(tmp_path):
+    df = _synthetic(planted=1.0)
+    for kind in detect.KINDS:
+        det = detect.train(df, detect.feature_names(df), kind)
+        loaded = detect.Detector.load(det.save(tmp_path / f"{kind}.json"))
+        np.testing.assert_array_equal(loaded.predict(df).to_numpy(), det.predict(df).to_numpy())
+    (tmp_path / "other.json").write_text('{"weights": []}')
+    with pytest.raises(AfipError, match="not an afip-probe detector"):
+        detect.Detector.load(tmp_path / "other.json")
+
+
+@pytest.fixture(scope="module")
+def organism(tmp_path_factory):
+    """An organism store and a detector trained on it (features known while generating)."""
+    from afip_probe.organism.dataset import heldout_dirs
+
+    root = tmp_path_factory.mktemp("detect")
+    images, _ = heldout_dirs(progress=False)
+    picked = root / "images"
+    picked.mkdir()
+    for p in sorted(images.iterdir())[:24]:
+        (picked / p.name).symlink_to(p)
+    assert main(["trace", "--model", "organism", "--images", str(picked), "--out", str(root / "train"),
+                 "--max-new-tokens", "60", "--device", "cpu", "--no-progress"]) == 0
+    assert main(["detect", "train", str(root / "train"), "-o", str(root / "live.json"), "--features", "live",
+                 "--resamples", "50", "--folds", "3"]) == 0
+    return root
+
+
+def test_risk_recorded_while_tracing_equals_risk_from_the_stored_statistics(organism):
+    det = detect.Detector.load(organism / "live.json")
+    assert "relative_position" not in det.features and det.trained_on["hallucinated"] > 0
+    out = organism / "risky"
+    assert main(["trace", "--model", "organism", "--images", str(organism / "images"), "--out", str(out),
+                 "--max-new-tokens", "60", "--max-images", "6", "--device", "cpu", "--no-progress",
+                 "--detector", str(organism / "live.json")]) == 0
+    store = st.open(out)
+    recorded = store.tokens().set_index(["sample_id", "step"]).risk
+    table = detect.detection_table(store)
+    afterwards = pd.Series(det.predict(table).to_numpy(), index=pd.MultiIndex.from_frame(table[["sample_id", "step"]]))
+    np.testing.assert_allclose(recorded.loc[afterwards.index].to_numpy(), afterwards.to_numpy(), atol=1e-6, rtol=0)
+    assert store.settings["detector"]["kind"] == "logistic"
+
+
+def test_streaming_yields_each_piece_with_the_risk_of_the_stored_statistics(organism):
+    from afip_probe.images import load_image
+    from afip_probe.models import load
+    from afip_probe.pipelines.streaming import stream
+
+    det = detect.Detector.load(organism / "live.json")
+    loaded = load("organism", device="cpu")
+    image = sorted((organism / "images").iterdir())[0]
+    pieces = list(stream(loaded.model, loaded.processor, load_image(image), detector=det, max_new_tokens=60,
+                         adapter=loaded.adapter))
+    store = st.open(organism / "train")
+    sid = image.stem
+    table = detect.detection_table(store)
+    table = table[table.sample_id == sid].sort_values("step")
+    tokens = store.tokens([sid])
+    assert [p.token_id for p in pieces][: len(tokens)] == tokens.token_id.tolist()
+    assert "".join(p.text for p in pieces).strip() == store.samples().set_index("sample_id").output_text[sid].strip()
+    np.testing.assert_allclose([p.risk for p in pieces][: len(table)], det.predict(table).to_numpy(),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(AfipError, match="--features live"):
+        next(stream(loaded.model, loaded.processor, load_image(image),
+                    detector=detect.train(table.assign(label=["real", "hallucinated"] * (len(table) // 2)
+                                                       + ["real"] * (len(table) % 2)),
+                                          ["token_entropy", "relative_position"])))
+
+
+def test_detect_eval_writes_its_table_and_figures(organism, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["detect", "eval", str(organism / "train"), "--out", str(out), "--resamples", "50",
+                 "--folds", "3"]) == 0
+    table = pd.read_csv(out / "detectors.csv")
+    assert table.detector.iloc[0].startswith("logistic") and table.detector.iloc[1].startswith("mlp")
+    assert ((table.AUROC >= 0) & (table.AUROC <= 1)).all() and (out / "detectors.png").stat().st_size > 1000
+    assert main(["detect", "eval", str(organism / "train"), "--detector", str(organism / "live.json"), "--out",
+                 str(tmp_path / "transfer"), "--resamples", "50"]) == 0
+    assert "live.json" in pd.read_csv(tmp_path / "transfer" / "detectors.csv").detector.iloc[0]
+    assert main(["detect", "train", str(organism / "train"), "-o", str(organism / "live.json")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
