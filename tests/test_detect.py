@@ -81,17 +81,16 @@ def organism(tmp_path_factory):
                  "--max-new-tokens", "60", "--device", "cpu", "--no-progress"]) == 0
     assert main(["detect", "train", str(root / "train"), "-o", str(root / "live.json"), "--features", "live",
                  "--resamples", "50", "--folds", "3"]) == 0
+    assert main(["trace", "--model", "organism", "--images", str(picked), "--out", str(root / "risky"),
+                 "--max-new-tokens", "60", "--max-images", "6", "--device", "cpu", "--no-progress",
+                 "--detector", str(root / "live.json")]) == 0
     return root
 
 
 def test_risk_recorded_while_tracing_equals_risk_from_the_stored_statistics(organism):
     det = detect.Detector.load(organism / "live.json")
     assert "relative_position" not in det.features and det.trained_on["hallucinated"] > 0
-    out = organism / "risky"
-    assert main(["trace", "--model", "organism", "--images", str(organism / "images"), "--out", str(out),
-                 "--max-new-tokens", "60", "--max-images", "6", "--device", "cpu", "--no-progress",
-                 "--detector", str(organism / "live.json")]) == 0
-    store = st.open(out)
+    store = st.open(organism / "risky")  # traced with --detector in the fixture
     recorded = store.tokens().set_index(["sample_id", "step"]).risk
     table = detect.detection_table(store)
     afterwards = pd.Series(det.predict(table).to_numpy(), index=pd.MultiIndex.from_frame(table[["sample_id", "step"]]))
@@ -137,3 +136,14 @@ def test_detect_eval_writes_its_table_and_figures(organism, tmp_path, capsys):
     assert "live.json" in pd.read_csv(tmp_path / "transfer" / "detectors.csv").detector.iloc[0]
     assert main(["detect", "train", str(organism / "train"), "-o", str(organism / "live.json")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_the_explorer_shades_tokens_by_recorded_risk(organism, tmp_path):
+    from afip_probe.plots.explorer import _collect
+
+    meta, samples = _collect([st.open(organism / "risky")], None, False)
+    assert meta["metrics"]["risk"] == "hallucination risk"
+    tokens = st.open(organism / "risky").tokens([samples[0].index["id"]])
+    np.testing.assert_allclose(samples[0].payload["metrics"]["risk"], tokens.risk.to_numpy(), rtol=1e-4)
+    meta, _ = _collect([st.open(organism / "train")], 2, False)
+    assert "risk" not in meta["metrics"]

@@ -95,12 +95,16 @@ class Detector:
     def predict(self, df: pd.DataFrame) -> pd.Series:
         """P(hallucinated) for every row of a token table (meaningful on object-mention tokens)."""
         x, _ = _xy(df, self.features)
+        return pd.Series(self.forward(x), index=df.index, name="risk")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """P(hallucinated) of feature rows x [N, F] (in `features` order)."""
         h = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         for k, (w, b) in enumerate(self.weights):
             h = h @ np.asarray(w) + np.asarray(b)
             if k < len(self.weights) - 1:
                 h = np.maximum(h, 0.0)
-        return pd.Series(1.0 / (1.0 + np.exp(-h[:, 0])), index=df.index, name="risk")
+        return 1.0 / (1.0 + np.exp(-h[:, 0]))
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)})
@@ -276,3 +280,29 @@ def trace_features(arrays: Any, tokens: pd.DataFrame, features: Sequence[str], n
     for name, values in cols.items():
         frame[name] = np.asarray(values, dtype=np.float32)
     return frame
+
+
+class LiveScorer:
+    """A detector's risk for one step at a time, with no pandas in the way (for streaming): the same
+    features and numbers as `Detector.predict` on the stored token table."""
+
+    def __init__(self, detector: Detector, num_layers: int):
+        if "relative_position" in detector.features:
+            raise AfipError("this detector needs the caption's length (relative_position), unknown while "
+                            "generating; train one with `afip-probe detect train --features live`")
+        ranges = _ranges_for(detector.features, num_layers)
+        self.detector = detector
+        self.recipe: list[tuple[str, list[int] | None]] = []  # (metric or token column, layers)
+        for f in detector.features:
+            metric, _, rng = f.rpartition("_")
+            self.recipe.append((metric, ranges[rng]) if metric in METRICS else (f, None))
+
+    def __call__(self, arrays: Any, token_entropy: float, logprob: float) -> float:
+        """Risk of the single step whose arrays are [1, L, ...] (as `Recorder.latest_step` gives them)."""
+        from .table import layer_metrics
+
+        per_layer = layer_metrics(arrays)  # metric -> [1, L]
+        tokens = {"token_entropy": token_entropy, "logprob": logprob}
+        x = [float(per_layer[m][0, layers].mean()) if layers is not None else float(tokens[m])
+             for m, layers in self.recipe]
+        return float(self.detector.forward(np.nan_to_num(np.asarray([x], dtype=np.float64)))[0])

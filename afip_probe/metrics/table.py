@@ -67,9 +67,8 @@ def parse_layers(text: str, num_layers: int) -> list[int]:
     return sorted(Layers(str(text)).resolve(num_layers))
 
 
-def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequence[int]],
-                   source: str = "raw") -> dict[str, np.ndarray]:
-    """The per-token metric columns of one sample from its recorded arrays; each value is [T].
+def layer_metrics(arrays: Mapping[str, np.ndarray], source: str = "raw") -> dict[str, np.ndarray]:
+    """Every metric of `METRICS` per token and layer, [T, L] float64, from a sample's recorded arrays.
 
     `source="corrected"` reads the rows after a corrector (``corrected/...``) instead of the raw ones."""
     try:
@@ -79,7 +78,7 @@ def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequen
     except KeyError as e:
         what = "corrected rows (trace with a corrector on)" if source == "corrected" else "stats arrays"
         raise AfipError(f"this store has no {what}: {e.args[0]}") from None
-    per_layer = {
+    return {
         "attn_entropy": layer["attn_entropy"],
         "attn_entropy_renorm": layer["attn_entropy_renorm"],
         "var": head["var"],
@@ -88,6 +87,13 @@ def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequen
         "mean_gap": head["txt_mean_score"] - head["img_mean_score"],
         "mean_gap_prob": head["txt_mean_prob"] - head["img_mean_prob"],
     }
+
+
+def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequence[int]],
+                   source: str = "raw") -> dict[str, np.ndarray]:
+    """The per-token metric columns of one sample from its recorded arrays; each value is [T]:
+    `layer_metrics` averaged over the layers of each range."""
+    per_layer = layer_metrics(arrays, source)
     out = {}
     for rname, layers in ranges.items():
         idx = list(layers)
@@ -146,5 +152,5 @@ def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str
     frame.attrs["warnings"] = labelled.attrs.get("warnings", [])
     frame.attrs["layer_ranges"] = ranges
     keep = ["model", "condition", "sample_id", "image_id", "step", "relative_position", "token_text", "label",
-            "object", "mention", "token_entropy", "logprob"] + list(columns)
+            "object", "mention", "token_entropy", "logprob"] + (["risk"] if "risk" in frame else []) + list(columns)
     return frame[keep]

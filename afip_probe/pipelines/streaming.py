@@ -18,12 +18,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import pandas as pd
 from transformers.generation.streamers import BaseStreamer
 
-from ..errors import AfipError
 from ..hooks import trace
-from ..metrics.detect import Detector, trace_features
+from ..metrics.detect import Detector, LiveScorer
 from ..models import ModelAdapter, adapter_for
 from ..records import DEFAULT_PROMPT
 
@@ -43,8 +41,8 @@ class StreamPiece:
 class _Streamer(BaseStreamer):
     """Turns each chosen token into a `StreamPiece` (in generate()'s thread) and hands it over a queue."""
 
-    def __init__(self, recorder: Any, tokenizer: Any, detector: Detector | None, num_layers: int):
-        self.recorder, self.tokenizer, self.detector, self.num_layers = recorder, tokenizer, detector, num_layers
+    def __init__(self, recorder: Any, tokenizer: Any, scorer: LiveScorer | None):
+        self.recorder, self.tokenizer, self.scorer = recorder, tokenizer, scorer
         self.out: queue.Queue[StreamPiece | BaseException | None] = queue.Queue()
         self.ids: list[int] = []
         self.text = ""
@@ -61,11 +59,7 @@ class _Streamer(BaseStreamer):
             text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
             piece = text[len(self.text):] if text.startswith(self.text) else text
             self.text = text
-            risk = None
-            if self.detector is not None:
-                row = pd.DataFrame({"token_entropy": [entropy], "logprob": [float(logp[token])], "step": [step]})
-                risk = float(self.detector.predict(trace_features(arrays, row, self.detector.features,
-                                                                  self.num_layers)).iloc[0])
+            risk = None if self.scorer is None else self.scorer(arrays, entropy, float(logp[token]))
             self.out.put(StreamPiece(step, token, piece, entropy, float(logp[token]), risk))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, who re-raises it
             self.out.put(e)
@@ -78,15 +72,13 @@ def stream(model: Any, processor: Any, image: Any, prompt: str = DEFAULT_PROMPT,
            max_new_tokens: int = 64, adapter: ModelAdapter | None = None,
            **generate_kwargs: Any) -> Iterator[StreamPiece]:
     """Generate for one image and yield each token's `StreamPiece` as soon as it is chosen."""
-    if detector is not None and "relative_position" in detector.features:
-        raise AfipError("this detector needs the caption's length (relative_position), unknown while generating; "
-                        "train one with `afip-probe detect train --features live`")
     adapter = adapter or adapter_for(model, processor)
+    scorer = None if detector is None else LiveScorer(detector, adapter.num_layers)
     device = next(model.parameters()).device
     inputs = adapter.build_inputs([image], prompt, device=device)
     tokenizer = getattr(processor, "tokenizer", processor)
     rec = trace(model, processor, adapter=adapter)
-    streamer = _Streamer(rec, tokenizer, detector, adapter.num_layers)
+    streamer = _Streamer(rec, tokenizer, scorer)
     failure: list[BaseException] = []
 
     def work() -> None:

@@ -41,9 +41,10 @@ from ..records import array_name
 from .store_maps import region_of
 
 ASSETS = ("explorer.js", "explorer.css")
-#: token-table columns the page shades tokens by and draws along the caption
+#: token-table columns the page shades tokens by and draws along the caption (plus ``risk`` when a
+#: detector recorded it, `afip-probe trace --detector`)
 METRICS = {"var_all": "VAR", "attn_entropy_all": "attention entropy", "kl_all": "cross-head KL",
-           "token_entropy": "token entropy"}
+           "token_entropy": "token entropy", "risk": "hallucination risk"}
 IMAGE_SIDE = 384  # the longest side images are stored at (the geometry stays in original pixels)
 DEFAULT_MAX_SAMPLES = 200
 
@@ -113,7 +114,7 @@ def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> 
                 "region": [float(v) for v in region_of(store, row)], "grid": [int(row.grid_rows), int(row.grid_cols)],
                 "tokens": tok.token_text.tolist(), "labels": tok.label.astype(str).tolist(),
                 "objects": tok.object.astype(str).tolist(),
-                "metrics": {m: _round(tok[m]) for m in METRICS},
+                "metrics": {m: _round(tok[m]) for m in METRICS if m in tok},
             }
             if array_name("maps") in arrays:
                 maps = np.asarray(arrays[array_name("maps")], dtype=np.float32)  # [T, L, n]
@@ -132,8 +133,10 @@ def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> 
         layers = layers or int(store.settings.get("num_layers", 0))
     if not samples:
         raise AfipError("the stores hold no finished samples to explore")
+    shown = {m: label for m, label in METRICS.items()
+             if all(m in s.payload["metrics"] for s in samples)}  # risk only where a detector recorded it
     meta = {"title": ", ".join(str(Path(s.root).name) for s in opened), "layers": layers, "heads": heads,
-            "levels": sorted(levels), "ranges": ranges, "metrics": METRICS,
+            "levels": sorted(levels), "ranges": ranges, "metrics": shown,
             "samples": [s.index for s in samples]}
     return meta, samples
 
