@@ -34,7 +34,7 @@ def checkpoint_dir() -> Path:
     if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
         raise AfipError(
             f"the organism checkpoint is missing from {path}; rebuild it with "
-            "`python -m afip_probe.pipelines.organism_training --out afip_probe/organism/checkpoint`"
+            "`python -m afip_probe.pipelines.organism_training --out afip_probe/organism/checkpoint --overwrite`"
         )
     return path
 

@@ -5,7 +5,7 @@ an ``llava-hf`` checkpoint. Training is deterministic for a given seed and threa
 
 Reproduce the bundled checkpoint (about 20 minutes on 2 CPU cores)::
 
-    python -m afip_probe.pipelines.organism_training --out afip_probe/organism/checkpoint
+    python -m afip_probe.pipelines.organism_training --out afip_probe/organism/checkpoint --overwrite
 
 Example (a few steps, as the test suite does):
     >>> from afip_probe.pipelines.organism_training import TrainConfig, train
