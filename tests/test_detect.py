@@ -147,3 +147,20 @@ def test_the_explorer_shades_tokens_by_recorded_risk(organism, tmp_path):
     np.testing.assert_allclose(samples[0].payload["metrics"]["risk"], tokens.risk.to_numpy(), rtol=1e-4)
     meta, _ = _collect([st.open(organism / "train")], 2, False)
     assert "risk" not in meta["metrics"]
+
+
+def test_figures_draw_the_recorded_risk(organism, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from afip_probe.metrics.table import token_table
+    from afip_probe.plots.findings import all_figures
+
+    df = token_table(st.open(organism / "risky"))
+    assert "risk" in df
+    fig = all_figures(df, n_resamples=50)["risk_caption"]
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "hallucination risk (detector)"
+    drawn = np.concatenate([line.get_ydata() for line in ax.get_lines()])
+    assert np.isin(np.round(df.risk.to_numpy(), 5), np.round(drawn, 5)).any()
+    assert "risk_caption" not in all_figures(token_table(st.open(organism / "train")), n_resamples=50)

@@ -206,16 +206,33 @@ def gap_roc(df: pd.DataFrame, columns: Sequence[str] = ("peak_gap_all", "mean_ga
     return fig
 
 
+def risk_per_caption(df: pd.DataFrame, n: int = 6, ax: Any = None) -> Any:
+    """A detector's recorded risk (``risk``, `afip-probe trace --detector`) along `n` captions, those with
+    hallucinations first; hallucinated object tokens marked ×, real ones ○."""
+    fig = var_per_caption(df, "risk", n=n, ax=ax)
+    ax = fig.axes[0]
+    ax.set_ylabel("hallucination risk (detector)")
+    obj = object_tokens(df)
+    means = obj.groupby(obj.label.astype(str)).risk.mean()
+    ax.set_title(f"detector risk along {n} captions; mean risk: hallucinated {means.get('hallucinated', np.nan):.3f}"
+                 f" vs real {means.get('real', np.nan):.3f}", fontsize=9)
+    return fig
+
+
 def all_figures(df: pd.DataFrame, layer_range: str = "all", n_resamples: int = 2000) -> dict[str, Any]:
-    """Every Findings figure of one token table, keyed by a file-name stem."""
+    """Every Findings figure of one token table, keyed by a file-name stem (plus the risk figure when a
+    detector recorded one)."""
     r = layer_range
-    return {
+    figs = {
         "fig2b_entropy": entropy_distributions(df, f"attn_entropy_{r}"),
         "fig3_left_var_position": var_by_position(df, f"var_{r}"),
         "fig3_right_var_caption": var_per_caption(df, f"var_{r}"),
         "fig4_left_kl_entropy": kl_entropy_groups(df, f"kl_{r}", n_resamples=n_resamples),
         "fig5_gap_roc": gap_roc(df, (f"peak_gap_{r}", f"mean_gap_{r}")),
     }
+    if "risk" in df:
+        figs["risk_caption"] = risk_per_caption(df)
+    return figs
 
 
 def _short(name: str) -> str:
