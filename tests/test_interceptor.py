@@ -248,3 +248,42 @@ def test_trace_and_correct_work_without_with():
         np.testing.assert_array_equal(a.corrected.head["var"], b.corrected.head["var"])
     assert rec.traces[2].corrected is None  # the corrector was closed before the third call
     assert torch.equal(plain_inside_trace, model.generate(**inputs, max_new_tokens=5, do_sample=False))
+
+
+def _llava_with_sliding_window(window: int):
+    """A tiny LLaVA whose decoder is Mistral with a sliding window (its cache keeps `window` keys)."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, MistralConfig
+
+    base, processor = tiny.tiny_llava(layers=2, heads=4, kv_heads=2)
+    tc = base.config.text_config
+    text = MistralConfig(hidden_size=tc.hidden_size, intermediate_size=tc.intermediate_size, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=tc.vocab_size,
+                         sliding_window=window, max_position_embeddings=4096, bos_token_id=tc.bos_token_id,
+                         eos_token_id=tc.eos_token_id, pad_token_id=tc.pad_token_id)
+    config = LlavaConfig(vision_config=base.config.vision_config, text_config=text,
+                         image_token_id=base.config.image_token_id, vision_feature_layer=-1,
+                         vision_feature_select_strategy="default", pad_token_id=tc.pad_token_id,
+                         bos_token_id=tc.bos_token_id, eos_token_id=tc.eos_token_id)
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config = base.generation_config
+    return model, processor
+
+
+def test_a_cache_that_drops_keys_is_refused_not_recorded_wrong():
+    """A sliding window shorter than the sequence: one clear error (it was an index error, or wrong numbers
+    where shapes happened to fit); a window longer than the sequence traces exactly as before."""
+    from afip_probe.errors import AfipError
+
+    model, processor = _llava_with_sliding_window(12)
+    inputs = adapter_for(model, processor).build_inputs(tiny.random_images(1), "describe")
+    assert inputs["input_ids"].shape[1] > 12
+    with pytest.raises(AfipError, match="sliding window"):
+        with afip_probe.trace(model, processor):
+            model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert model.config.text_config._attn_implementation == "sdpa"
+    model, processor = _llava_with_sliding_window(4096)
+    plain = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    with afip_probe.trace(model, processor) as rec:
+        traced = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert torch.equal(plain, traced) and rec.traces[0].num_tokens == 4

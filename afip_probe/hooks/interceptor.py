@@ -108,13 +108,20 @@ class _Session:
                   attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
         if not self.in_generate:
             return _sdpa(module, query, key, value, attention_mask, **kwargs)
+        assert self.masks is not None
+        if key.shape[2] < self.masks.prompt.shape[1] + self.step:  # the cache dropped keys
+            raise AfipError(
+                f"decoder layer {layer} sees {key.shape[2]} keys at step {self.step}, but the sequence has "
+                f"{self.masks.prompt.shape[1] + self.step} positions: its cache keeps only a sliding window (or a "
+                "chunk) of keys, as Gemma 3, Mistral 3 and Llama 4 layers do on long sequences. afip-probe cannot "
+                "map those keys to positions yet and stops rather than record wrong numbers; keep prompt + new "
+                "tokens within the window, or trace a model without windowed attention")
         if not self.modifiers:
             if self.recorder is not None:  # masked and summarised for all layers at once, per step
                 self.recorder.on_raw_row(layer, query, key, kwargs.get("scaling"), attention_mask)
             return _sdpa(module, query, key, value, attention_mask, **kwargs)
         if self.recorder is None and layer not in self.acting:
             return _sdpa(module, query, key, value, attention_mask, **kwargs)
-        assert self.masks is not None
         kv = key.shape[2]
         mask = self._row_mask(attention_mask, kv)
         scores = row_scores(query, key, kwargs.get("scaling"))  # [B, H, kv]
