@@ -95,8 +95,7 @@ def claim_file(path: str | Path, *, overwrite: bool = False, flag: str = "--out"
         raise AfipError(f"{flag} {p} is a folder; give a file name")
     if p.exists() and not overwrite:
         raise AfipError(f"{flag} {p} exists; pass --overwrite to replace it, or give a new file name")
-    if not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
+    p.parent.mkdir(parents=True, exist_ok=True)
     return p
 
 
@@ -117,6 +116,5 @@ def claim_jsonl(path: str | Path, keys: Sequence[str], *, flag: str = "--out") -
             if not ours:
                 raise AfipError(f"{flag} {p} exists and is not an afip-probe output (line {i + 1}); give a new "
                                 f"file name {KEEP}")
-    elif not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
+    p.parent.mkdir(parents=True, exist_ok=True)
     return p

@@ -26,6 +26,7 @@ from ..errors import AfipError
 from ..records import HEAD_FIELDS, LAYER_FIELDS, ImageLayout, RecordConfig, RowArrays, SampleTrace, array_name
 from .rowstats import RowStats, RunMasks, Workspace, mask_rows, row_scores, row_stats
 
+
 class _Rows:
     """Row statistics of a run: per step, one entry per group of layers summarised together."""
 
@@ -86,6 +87,17 @@ class _Run:
         self.raw_rows: list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]] = []  # layer, q, K, scale, mask
 
 
+def _this_step(items: list[tuple[int, list[int], torch.Tensor]], step: int) -> list[tuple[int, list[int], torch.Tensor]]:
+    """The entries of `step` at the end of a run's rows (appended in step order): read from the tail, so a
+    streamer asking every token does not rescan the whole run."""
+    out = []
+    for item in reversed(items):
+        if item[0] != step:
+            break
+        out.append(item)
+    return out
+
+
 class Switch:
     """Something switched on for a model until `close()`, or the end of a ``with`` block: `open` keeps a
     context (the interceptor's installation) entered, so the object works with and without ``with``."""
@@ -143,12 +155,12 @@ class Recorder(Switch):
         step = run.step
         head = np.zeros((1, self.num_layers, len(HEAD_FIELDS), 0), dtype=np.float32)
         layer = np.zeros((1, self.num_layers, len(LAYER_FIELDS)), dtype=np.float32)
-        for _, layers, t in (item for item in run.raw.items["head"] if item[0] == step):
+        for _, layers, t in _this_step(run.raw.items["head"], step):
             rows = t[:, b].float().cpu().numpy()  # [L', F, H]
             if head.shape[-1] != rows.shape[-1]:
                 head = np.zeros((1, self.num_layers, len(HEAD_FIELDS), rows.shape[-1]), dtype=np.float32)
             head[0, layers] = rows
-        for _, layers, t in (item for item in run.raw.items["layer"] if item[0] == step):
+        for _, layers, t in _this_step(run.raw.items["layer"], step):
             layer[0, layers] = t[:, b].float().cpu().numpy()
         arrays = {array_name("head", f): head[:, :, i] for i, f in enumerate(HEAD_FIELDS)}
         arrays.update({array_name("layer", f): layer[:, :, i] for i, f in enumerate(LAYER_FIELDS)})

@@ -41,7 +41,7 @@ from sklearn.neural_network import MLPClassifier
 
 from ..errors import AfipError
 from ..jsonio import read_json
-from .table import METRICS
+from .table import METRICS, default_layer_ranges, layer_metrics, sample_metrics, token_table
 
 KINDS = ("logistic", "mlp")
 FORMAT = "afip-probe-detector/1"
@@ -249,8 +249,6 @@ def table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
 
 def detection_table(store: Any, chair: Any = None) -> pd.DataFrame:
     """The token table of a store with every metric per layer range and per single layer (``<metric>_layer<i>``)."""
-    from .table import default_layer_ranges, token_table
-
     num_layers = int(store.settings.get("num_layers") or 0)
     if not num_layers:
         raise AfipError(f"{store.root}: the manifest does not say how many layers the model has")
@@ -259,8 +257,6 @@ def detection_table(store: Any, chair: Any = None) -> pd.DataFrame:
 
 
 def _ranges_for(features: Sequence[str], num_layers: int) -> dict[str, list[int]]:
-    from .table import default_layer_ranges
-
     named = default_layer_ranges(num_layers) | {f"layer{i}": [i] for i in range(num_layers)}
     wanted = {f.rpartition("_")[2] for f in features if f.rpartition("_")[0] in METRICS}
     unknown = wanted - set(named)
@@ -273,8 +269,6 @@ def trace_features(arrays: Any, tokens: pd.DataFrame, features: Sequence[str], n
     """The detector's feature columns for one traced sample, from its arrays (as stored, or a
     `SampleTrace.arrays()`) and its tokens table (token entropy, logprob, position): the same numbers
     `detection_table` reads back from a store."""
-    from .table import sample_metrics
-
     cols = sample_metrics(arrays, _ranges_for(features, num_layers))
     frame = tokens.reset_index(drop=True).copy()
     for name, values in cols.items():
@@ -299,8 +293,6 @@ class LiveScorer:
 
     def __call__(self, arrays: Any, token_entropy: float, logprob: float) -> float:
         """Risk of the single step whose arrays are [1, L, ...] (as `Recorder.latest_step` gives them)."""
-        from .table import layer_metrics
-
         per_layer = layer_metrics(arrays)  # metric -> [1, L]
         tokens = {"token_entropy": token_entropy, "logprob": logprob}
         x = [float(per_layer[m][0, layers].mean()) if layers is not None else float(tokens[m])

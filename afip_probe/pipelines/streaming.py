@@ -99,8 +99,7 @@ def stream(model: Any, processor: Any, image: Any, prompt: str = DEFAULT_PROMPT,
             if isinstance(item, BaseException):
                 raise item
             yield item
-        worker.join()
-        if failure:
+        if failure:  # appended before the worker's end(), so already there
             raise failure[0]
     finally:
         worker.join()
