@@ -63,7 +63,7 @@ class AFIP:
     _layers: Layers | None = field(init=False, repr=False, default=None)
     # per layer: the unmodified image rows of the last W steps, [B, H, W, n] (a ring), and rows written
     _hist: dict[int, tuple[torch.Tensor, int]] = field(init=False, repr=False, default_factory=dict)
-    _run: tuple[int, int] = field(init=False, repr=False, default=(-1, -1))
+    _run: int = field(init=False, repr=False, default=-1)
 
     name = "afip"
 
@@ -83,7 +83,7 @@ class AFIP:
 
     # ------------------------------------------------------------------ the modifier protocol
     def modify(self, layer: int, scores: torch.Tensor, context: Any) -> torch.Tensor | None:
-        run = (context.run, id(context.image_index))
+        run = context.run
         if run != self._run:  # a new generate() call: forget the previous history
             self._hist, self._run = {}, run
         if layer not in self.layer_set(context.num_layers):

@@ -38,7 +38,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from ..errors import AfipError
 from ..models import ModelAdapter, adapter_for
 from .recorder import RecordConfig, Recorder, Switch
-from .rowstats import ImageIndex, RunMasks, allowed_keys, apply_row_mask, row_scores, text_keys
+from .rowstats import ImageIndex, KeyView, RunMasks, allowed_keys, apply_row_mask, capped, row_scores, text_keys
 
 IMPLEMENTATION = "afip_probe"
 
@@ -47,10 +47,11 @@ class ScoreModifier(Protocol):
     """Changes a layer's last-row pre-softmax scores (e.g. the AFIP corrector, DESIGN §7)."""
 
     def modify(self, layer: int, scores: torch.Tensor, context: "RowContext") -> torch.Tensor | None:
-        """Return modified scores [B, H, kv] for `layer`, or None to leave the row alone.
+        """Return modified scores [B, H, kv] for decoder layer `layer`, or None to leave the row alone.
 
-        A modifier may also define ``layer_set(num_layers)``, the layers it can act on; the others then
-        run the model's attention untouched (no score row is computed for them unless traced).
+        A modifier may also define ``layer_set(num_layers)``, the decoder layers it can act on; the others
+        then run the model's attention untouched (no score row is computed for them unless traced). In a
+        hybrid decoder (LFM2-VL) layer numbers are decoder layers: only its attention layers are ever asked.
         """
 
 
@@ -62,7 +63,7 @@ class RowContext:
     is_image: torch.Tensor  # [B, kv] bool
     allowed: torch.Tensor  # [B, kv] bool, keys the mask lets the query see
     image_index: ImageIndex  # gather index of each sample's image keys, [B, n_max]
-    num_layers: int
+    num_layers: int  # decoder layers (in a hybrid decoder, attention or not)
     run: int  # unique per generate() call (process-wide); a modifier resets its state when it changes
     text: torch.Tensor | None = None  # [B, kv] allowed non-image keys, the query's own key excluded
 
@@ -92,7 +93,7 @@ class _Session:
         self.step = -1
         self.run = 0
         self.masks: RunMasks | None = None  # image-key masks of the current generate() call
-        self._mask_cache: tuple[tuple[int, int, int], torch.Tensor | None, _RowMask] | None = None
+        self._mask_cache: tuple[tuple[int, int, int, int], torch.Tensor | None, _RowMask] | None = None
         self.acting: frozenset[int] = frozenset()  # layers some modifier may change (set per generate call)
         self.in_generate = False
 
@@ -100,62 +101,67 @@ class _Session:
         self.masks = masks
         self.step = -1
         self.run = next(_RUN_IDS)
-        every = frozenset(self.layer_of.values())
-        self.acting = frozenset().union(*(
-            frozenset(m.layer_set(len(every))) if hasattr(m, "layer_set") else every for m in self.modifiers))
+        # modifiers name decoder layers (in a hybrid decoder, the attention layers among them); the session
+        # indexes attention layers 0..n-1
+        position = {number: i for i, number in enumerate(self.adapter.decoder_layers)}
+        depth = self.adapter.decoder_depth
+        every = frozenset(position)
+        wanted = frozenset().union(*(
+            frozenset(m.layer_set(depth)) if hasattr(m, "layer_set") else every for m in self.modifiers))
+        self.acting = frozenset(position[n] for n in wanted if n in position)
 
     def attention(self, layer: int, module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        softcap = kwargs.get("softcap")
+        own = _sdpa if softcap is None else _softcapped  # the model's own attention (SDPA cannot softcap)
         if not self.in_generate:
-            return _sdpa(module, query, key, value, attention_mask, **kwargs)
+            return own(module, query, key, value, attention_mask, **kwargs)
         assert self.masks is not None
-        if key.shape[2] < self.masks.prompt.shape[1] + self.step:  # the cache dropped keys
-            raise AfipError(
-                f"decoder layer {layer} sees {key.shape[2]} keys at step {self.step}, but the sequence has "
-                f"{self.masks.prompt.shape[1] + self.step} positions: its cache keeps only a sliding window (or a "
-                "chunk) of keys, as Gemma 3, Mistral 3 and Llama 4 layers do on long sequences. afip-probe cannot "
-                "map those keys to positions yet and stops rather than record wrong numbers; keep prompt + new "
-                "tokens within the window, or trace a model without windowed attention")
+        # the row's keys as sequence positions: a static cache's empty slots are left out; a windowed or
+        # chunked cache's keys start at view.offset
+        kv = self.masks.visible_keys(key.shape[2], self.step)
+        row_key, row_value = (key, value) if kv == key.shape[2] else (key[:, :, :kv], value[:, :, :kv])
+        scaling = kwargs.get("scaling")
         if not self.modifiers:
             if self.recorder is not None:  # masked and summarised for all layers at once, per step
-                self.recorder.on_raw_row(layer, query, key, kwargs.get("scaling"), attention_mask)
-            return _sdpa(module, query, key, value, attention_mask, **kwargs)
+                self.recorder.on_raw_row(layer, query, row_key, scaling, attention_mask, softcap)
+            return own(module, query, key, value, attention_mask, **kwargs)
         if self.recorder is None and layer not in self.acting:
-            return _sdpa(module, query, key, value, attention_mask, **kwargs)
-        kv = key.shape[2]
-        mask = self._row_mask(attention_mask, kv)
-        scores = row_scores(query, key, kwargs.get("scaling"))  # [B, H, kv]
+            return own(module, query, key, value, attention_mask, **kwargs)
+        view = self.masks.view(kv, self.step)
+        mask = self._row_mask(attention_mask, view)
+        scores = capped(row_scores(query, row_key, scaling), softcap)  # [B, H, kv]
         if attention_mask is not None and attention_mask.dtype != torch.bool:  # additive: may carry biases
             scores, _ = apply_row_mask(scores, attention_mask)
         elif mask.hidden is not None:
             scores = scores.masked_fill(mask.hidden, float("-inf"))
         if self.recorder is not None:
             self.recorder.on_scores(layer, scores, mask.allowed)
-        context = RowContext(step=self.step, is_image=self.masks.keys(kv), allowed=mask.allowed,
-                             image_index=self.masks.index, num_layers=len(self.layer_of), run=self.run,
-                             text=mask.text)
+        context = RowContext(step=self.step, is_image=view.is_image, allowed=mask.allowed, image_index=view.index,
+                             num_layers=self.adapter.decoder_depth, run=self.run, text=mask.text)
         modified = scores
+        number = self.adapter.decoder_layers[layer]
         for modifier in self.modifiers:
-            new = modifier.modify(layer, modified, context)
+            new = modifier.modify(number, modified, context)
             modified = modified if new is None else new
         if self.recorder is not None:
             self.recorder.on_corrected(layer, modified, mask.allowed)
         if modified is scores:  # unchanged: the model's own attention, exactly
-            return _sdpa(module, query, key, value, attention_mask, **kwargs)
-        row = _row_output(modified, value).to(query.dtype)  # [B, H, d]
+            return own(module, query, key, value, attention_mask, **kwargs)
+        row = _row_output(modified, row_value).to(query.dtype)  # [B, H, d]
         if query.shape[2] == 1:  # a decoding step: this row is the whole output, SDPA is not needed
             return row[:, None], None
-        output, weights = _sdpa(module, query, key, value, attention_mask, **kwargs)  # [B, q, H, d], a new tensor
+        output, weights = own(module, query, key, value, attention_mask, **kwargs)  # [B, q, H, d], a new tensor
         output[:, -1] = row
         return output, weights
 
-    def _row_mask(self, attention_mask: torch.Tensor | None, kv: int) -> "_RowMask":
-        """The last-row masks for this step and key length (computed once per step, not per layer)."""
+    def _row_mask(self, attention_mask: torch.Tensor | None, view: KeyView) -> "_RowMask":
+        """The last-row masks for this step and key row (computed once per step and cache kind, not per layer)."""
+        kv = view.is_image.shape[1]
         cached = self._mask_cache
-        if cached is None or cached[0] != (self.run, self.step, kv) or cached[1] is not attention_mask:
-            assert self.masks is not None
-            cached = self._mask_cache = ((self.run, self.step, kv), attention_mask,
-                                         _RowMask.build(attention_mask, self.masks.keys(kv)))
+        if cached is None or cached[0] != (self.run, self.step, kv, view.offset) or cached[1] is not attention_mask:
+            cached = self._mask_cache = ((self.run, self.step, kv, view.offset), attention_mask,
+                                         _RowMask.build(attention_mask, view.is_image))
         return cached[2]
 
 
@@ -179,6 +185,32 @@ def _row_output(scores: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     h_kv, d = value.shape[1], value.shape[-1]
     probs = torch.softmax(scores, dim=-1).reshape(b, h_kv, h // h_kv, kv)
     return torch.matmul(probs, value.float()).reshape(b, h, d)
+
+
+def _softcapped(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attention_mask: torch.Tensor | None, scaling: float | None = None, softcap: float | None = None,
+                dropout: float = 0.0, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention with logit softcapping, the math of the model's eager attention (Gemma 2, PaliGemma 2):
+    softmax(softcap · tanh(q·Kᵀ·scaling / softcap) + mask) · V. query [B, H, q, d], key/value
+    [B, H_kv, kv, d]; returns ([B, q, H, d], weights [B, H, q, kv])."""
+    b, h, q, d = query.shape
+    h_kv, kv = key.shape[1], key.shape[2]
+    scale = scaling if scaling is not None else d**-0.5
+    k = key.repeat_interleave(h // h_kv, dim=1) if h_kv != h else key
+    v = value.repeat_interleave(h // h_kv, dim=1) if h_kv != h else value
+    weights = capped(torch.matmul(query, k.transpose(2, 3)) * scale, softcap)  # [B, H, q, kv]
+    if attention_mask is None:  # SDPA's is_causal: query i sees keys up to kv - q + i
+        if q > 1:
+            weights = weights.masked_fill(torch.ones(q, kv, dtype=torch.bool, device=query.device)
+                                          .triu(kv - q + 1), float("-inf"))
+    elif attention_mask.dtype == torch.bool:
+        weights = weights.masked_fill(~attention_mask[:, :, :, :kv], float("-inf"))
+    else:
+        weights = weights + attention_mask[:, :, :, :kv]
+    weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    if dropout and module.training:
+        weights = torch.nn.functional.dropout(weights, p=dropout, training=True)
+    return torch.matmul(weights, v).transpose(1, 2).contiguous(), weights
 
 
 _SESSIONS: list[_Session] = []

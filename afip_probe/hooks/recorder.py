@@ -24,7 +24,7 @@ import torch
 
 from ..errors import AfipError
 from ..records import HEAD_FIELDS, LAYER_FIELDS, ImageLayout, RecordConfig, RowArrays, SampleTrace, array_name
-from .rowstats import RowStats, RunMasks, Workspace, mask_rows, row_scores, row_stats
+from .rowstats import RowStats, RunMasks, Workspace, capped, mask_rows, row_scores, row_stats
 
 
 class _Rows:
@@ -64,6 +64,10 @@ class _Rows:
         return out.cpu().numpy()
 
 
+#: one layer's raw row: (layer, last query [B, H, 1, d], keys [B, H_kv, kv, d], scaling, mask, softcap)
+_RawRow = tuple[int, torch.Tensor, torch.Tensor, "float | None", Any, "float | None"]
+
+
 class _Run:
     """Buffers of one generate() call, on the model's device until the run ends."""
 
@@ -84,7 +88,7 @@ class _Run:
         # modifier path: (kind, layer, masked scores [B, H, kv], allowed [B, kv]);
         # raw path: each layer's last query row and keys, multiplied out per step into a reused buffer
         self.pending: list[tuple[str, int, torch.Tensor, torch.Tensor]] = []
-        self.raw_rows: list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]] = []  # layer, q, K, scale, mask
+        self.raw_rows: list[_RawRow] = []
 
 
 def _this_step(items: list[tuple[int, list[int], torch.Tensor]], step: int) -> list[tuple[int, list[int], torch.Tensor]]:
@@ -203,11 +207,12 @@ class Recorder(Switch):
             self._run.pending.append(("scores", layer, scores, allowed))
 
     def on_raw_row(self, layer: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None,
-                   attention_mask: torch.Tensor | None) -> None:
-        """A layer's query [B, H, q, d], keys [B, H_kv, kv, d] and mask. The last-row scores of all layers
-        are computed into one buffer, masked where needed and summarised once per step."""
+                   attention_mask: torch.Tensor | None, softcap: float | None = None) -> None:
+        """A layer's query [B, H, q, d], keys [B, H_kv, kv, d] (sequence positions only), mask and logit
+        softcap. The last-row scores of all layers are computed into one buffer, masked where needed and
+        summarised once per step."""
         if self._run is not None:
-            self._run.raw_rows.append((layer, query[:, :, -1:, :], key, scaling, attention_mask))
+            self._run.raw_rows.append((layer, query[:, :, -1:, :], key, scaling, attention_mask, softcap))
 
     def on_corrected(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor) -> None:
         """The same row after score modifiers; kept as `SampleTrace.corrected` next to the raw row."""
@@ -223,18 +228,18 @@ class Recorder(Switch):
         run.raw_rows, run.pending = [], []
         self._summarise(run, run.step, raw, pending)
 
-    def _summarise(self, run: "_Run", step: int, raw: list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]],
+    def _summarise(self, run: "_Run", step: int, raw: list["_RawRow"],
                    pending: list[tuple[str, int, torch.Tensor, torch.Tensor]]) -> None:
         """Statistics of one step's rows: one `row_stats` call per kind (and mask) for all layers."""
-        groups: dict[tuple[int, int], list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]]] = {}
-        for item in raw:  # layers that share a key length and an attention mask: normally all of them
-            groups.setdefault((item[2].shape[2], id(item[4])), []).append(item)
+        groups: dict[tuple[int, int, float | None], list[_RawRow]] = {}
+        for item in raw:  # layers that share a key row, a mask and a softcap: normally all of them
+            groups.setdefault((item[2].shape[2], id(item[4]), item[5]), []).append(item)
         for i, items in enumerate(groups.values()):
             mask, kv = items[0][4], items[0][2].shape[2]
             rows = self._score_rows(items, f"rows{i}")  # [L', B, H, kv]
-            is_image = run.masks.keys(kv)
-            rows, allowed = mask_rows(rows, mask, is_image)
-            st = row_stats(rows, is_image, allowed, run.masks.index, self._work)
+            view = run.masks.view(kv, step)
+            rows, allowed = mask_rows(rows, mask, view.is_image)
+            st = row_stats(rows, view.is_image, allowed, view.index, self._work)
             run.raw.add(step, [item[0] for item in items], st, self.config)
         kinds: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
         for kind, layer, scores, allowed in pending:
@@ -244,17 +249,20 @@ class Recorder(Switch):
                 same = [item for item in rows_of_kind if item[1].shape[-1] == kv]
                 stacked = torch.stack([sc for _, sc, _ in same])  # [L', B, H, kv], masked
                 allowed = torch.stack([a for _, _, a in same])  # [L', B, kv]
-                st = row_stats(stacked, run.masks.keys(kv), allowed, run.masks.index, self._work)
+                view = run.masks.view(kv, step)
+                st = row_stats(stacked, view.is_image, allowed, view.index, self._work)
                 target = run.corrected if kind == "corrected" else run.raw
                 target.add(step, [layer for layer, _, _ in same], st, self.config, keep_scores=kind != "corrected")
 
-    def _score_rows(self, items: list[tuple[int, torch.Tensor, torch.Tensor, float | None, Any]],
-                    name: str) -> torch.Tensor:
-        """The unmasked last-row scores of layers sharing a key length, in the reused buffer `name`."""
-        _, q, key, _, _ = items[0]
+    def _score_rows(self, items: list["_RawRow"], name: str) -> torch.Tensor:
+        """The unmasked last-row scores (softcapped where the model caps them) of layers sharing a key row,
+        in the reused buffer `name`."""
+        _, q, key, _, _, softcap = items[0]
         rows = self._work.take(name, (len(items), q.shape[0], q.shape[1], key.shape[2]), q.device)
-        for j, (_, q, key, scaling, _) in enumerate(items):
+        for j, (_, q, key, scaling, _, _) in enumerate(items):
             row_scores(q, key, scaling, out=rows[j])
+        if softcap is not None:
+            rows.copy_(capped(rows, softcap))
         return rows
 
     def finish_run(self, sequences: torch.Tensor, eos_token_ids: list[int]) -> list[SampleTrace]:

@@ -56,6 +56,16 @@ class ImageIndex:
             return torch.gather(rows, -1, index)
         return torch.gather(rows, -1, index, out=work.take("gather", shape, rows.device))
 
+    def window(self, offset: int) -> "ImageIndex":
+        """The same slots for a key row whose key 0 is position `offset`: slots before it become invalid."""
+        if offset == 0:
+            return self
+        valid = self.valid & (self.index >= offset)
+        block = self.block if self.block is not None and self.block[0] >= offset else None
+        return ImageIndex(index=(self.index - offset).clamp(min=0), valid=valid, count=valid.sum(-1).to(torch.float32),
+                          block=None if block is None else (block[0] - offset, block[1] - offset),
+                          ragged=not bool(valid.all()))
+
 
 def image_index(is_image: torch.Tensor) -> ImageIndex:
     """Build the image-key index from a boolean [B, kv] image-key mask."""
@@ -113,6 +123,14 @@ def row_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None,
     return out
 
 
+def capped(scores: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """Attention logit softcapping as the model's eager attention applies it (before the mask):
+    softcap · tanh(scores / softcap); the scores unchanged when `softcap` is None."""
+    if softcap is None:
+        return scores
+    return torch.tanh(scores / softcap) * softcap
+
+
 def allowed_keys(attention_mask: torch.Tensor | None, b: int, kv: int, device: torch.device) -> torch.Tensor:
     """[B, kv] bool: the keys the last query row may see under `attention_mask` (None / bool / additive
     [B, 1|H, q, kv]; an additive entry counts as hidden when it is -inf or the dtype's minimum)."""
@@ -150,22 +168,55 @@ def mask_rows(scores: torch.Tensor, attention_mask: torch.Tensor | None, is_imag
     return apply_row_mask(scores, attention_mask)
 
 
+@dataclass
+class KeyView:
+    """The image keys of one layer's key row: which keys are image keys and where each image slot is.
+
+    `offset` is the absolute position of key 0. It is 0 unless the layer's cache keeps only the last
+    keys of the sequence (a sliding window or an attention chunk, as in Gemma 3, Mistral 3 and Llama 4):
+    key j is then position ``offset + j``. `index` keeps one slot per image token of the prompt, so
+    maps stay aligned with the image; slots whose key left the cache are invalid (they get no
+    attention).
+    """
+
+    is_image: torch.Tensor  # [B, kv] bool
+    index: ImageIndex  # [B, n_max] slots, one per prompt image token
+    offset: int
+
+
 class RunMasks:
     """The image-key masks of one generate() call, shared by the recorder and score modifiers.
 
-    Built once from the prompt's [B, P] image-token mask; `keys(kv)` gives the [B, kv] mask for the
-    current key length (cached, it changes once per step) and `index` the image-key index.
+    Built once from the prompt's [B, P] image-token mask; `view(kv, step)` gives the `KeyView` of a
+    key row of length `kv` at decoding step `step` (cached: it changes once per step and cache kind).
     """
 
     def __init__(self, is_image_prompt: torch.Tensor):
         self.prompt = is_image_prompt  # [B, P]
         self.index: ImageIndex = image_index(is_image_prompt)
-        self._cache: tuple[int, torch.Tensor] | None = None
+        self._views: dict[tuple[int, int], KeyView] = {}
 
-    def keys(self, kv: int) -> torch.Tensor:
-        if self._cache is None or self._cache[0] != kv:
-            self._cache = (kv, image_keys(self.prompt, kv))
-        return self._cache[1]
+    def sequence_length(self, step: int) -> int:
+        """Positions in the sequence once step `step`'s tokens are in (step 0: the prompt)."""
+        return self.prompt.shape[1] + step
+
+    def view(self, kv: int, step: int) -> KeyView:
+        """The image keys of a `kv`-key row at `step` (`kv` no longer than the sequence: see `visible_keys`)."""
+        offset = max(self.sequence_length(step) - kv, 0)
+        key = (kv, offset)
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) > 8:  # old steps are not asked again
+                self._views.clear()
+            shifted = self.prompt[:, offset:]
+            view = self._views[key] = KeyView(is_image=image_keys(shifted, kv), index=self.index.window(offset),
+                                              offset=offset)
+        return view
+
+    def visible_keys(self, kv: int, step: int) -> int:
+        """How many of a `kv`-key row are sequence positions: a static cache hands over its whole
+        preallocated length, whose slots past the sequence are empty (and masked); they are left out."""
+        return min(kv, self.sequence_length(step))
 
 
 class Workspace:

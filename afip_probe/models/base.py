@@ -38,6 +38,15 @@ def read_image_token_id(config: Any) -> int | None:
     return None
 
 
+def _attention_layer_numbers(text_config: Any, depth: int) -> list[int]:
+    """The decoder layers that are self-attention layers: every layer, unless the config's `layer_types`
+    names other kinds (convolution, linear attention, Mamba) for some of them."""
+    types = getattr(text_config, "layer_types", None)
+    if not types or len(types) != depth:
+        return list(range(depth))
+    return [i for i, kind in enumerate(types) if "attention" in str(kind) and "linear" not in str(kind)]
+
+
 class ModelAdapter:
     """Base adapter. Subclasses set `family` and override `grids` when the grid is not square."""
 
@@ -58,14 +67,26 @@ class ModelAdapter:
             )
         text_config = getattr(config, "text_config", None) or config
         self.text_config = text_config
-        self.num_layers = int(text_config.num_hidden_layers)
+        if getattr(text_config, "cross_attention_layers", None):
+            raise AfipError(
+                f"{type(model).__name__} reads the image through cross-attention layers (Mllama / Llama 3.2 Vision), "
+                "not through image tokens in the prompt: its self-attention rows have no image keys, so VAR, "
+                "entropy and the gap would mean nothing, and afip-probe does not record cross-attention rows. "
+                "Trace a model that puts image tokens in the prompt (see the README's families table)"
+            )
         self.num_heads = int(text_config.num_attention_heads)
         self.num_kv_heads = int(getattr(text_config, "num_key_value_heads", None) or self.num_heads)
         self.attention_modules = self._find_attention_modules()
-        if len(self.attention_modules) != self.num_layers:
+        #: decoder layer number of each traced attention layer: all of them, or in a hybrid decoder (LFM2-VL,
+        #: linear-attention layers) the attention layers only. Traces index layers 0..num_layers-1 in this order.
+        self.decoder_layers = [int(m.layer_idx) for m in self.attention_modules]
+        self.num_layers = len(self.attention_modules)
+        self.decoder_depth = int(text_config.num_hidden_layers)  # all decoder layers, attention or not
+        expected = _attention_layer_numbers(text_config, self.decoder_depth)
+        if self.decoder_layers != expected:
             raise AfipError(
-                f"found {len(self.attention_modules)} decoder attention modules in {type(model).__name__}, "
-                f"expected {self.num_layers}; this architecture is not supported. Supported: "
+                f"found decoder attention modules in layers {self.decoder_layers} of {type(model).__name__}, "
+                f"expected {expected} from its config; this architecture is not supported. Supported: "
                 + "; ".join(SUPPORTED_FAMILIES)
             )
 
@@ -156,8 +177,9 @@ class ModelAdapter:
         tokenizer = getattr(self.processor, "tokenizer", None)
         if tokenizer is not None:
             tokenizer.padding_side = "left"
-        inputs = self.processor(images=list(images), text=texts, return_tensors="pt", padding=True)
-        inputs = dict(inputs)
+        # one image per prompt, nested per sample: the form every processor reads the same way
+        inputs = self.processor(images=[[image] for image in images], text=texts, return_tensors="pt", padding=True)
+        inputs = {k: v for k, v in dict(inputs).items() if k != "labels"}  # PaliGemma adds labels; generate needs none
         if device is not None:
             dtype = next(self.model.parameters()).dtype
             for k, v in inputs.items():

@@ -75,6 +75,8 @@ class GenerationSettings:
             "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
             "seed": self.seed,
             "num_layers": loaded.adapter.num_layers,
+            # decoder layer number of each traced layer (a hybrid decoder traces its attention layers only)
+            "decoder_layers": list(loaded.adapter.decoder_layers),
             "num_heads": loaded.adapter.num_heads,
             "decoding": "sample" if self.do_sample else "greedy",
         }
