@@ -128,8 +128,11 @@ def gemma3(sliding_window: int = 20, pan_and_scan: bool = False) -> tuple[Any, A
     ip = T.Gemma3ImageProcessor(size={"height": 32, "width": 32}, do_pan_and_scan=pan_and_scan,
                                 pan_and_scan_min_crop_size=16, pan_and_scan_max_num_crops=4,
                                 pan_and_scan_min_ratio_to_activate=1.2)
-    proc = T.Gemma3Processor(image_processor=ip, tokenizer=tok, chat_template=template("<start_of_image>"),
-                             image_seq_length=16)
+    proc_cls = T.Gemma3Processor
+    if pan_and_scan:  # as a user's call with do_pan_and_scan=True (the processor's default is off)
+        proc_cls = type("Gemma3Processor", (T.Gemma3Processor,), {"images_kwargs": {
+            **T.Gemma3Processor.images_kwargs, "do_pan_and_scan": True, "pan_and_scan_min_crop_size": 16}})
+    proc = proc_cls(image_processor=ip, tokenizer=tok, chat_template=template("<start_of_image>"), image_seq_length=16)
     text = text_config(T.Gemma3TextConfig, tok, sliding_window=sliding_window,
                        layer_types=["sliding_attention", "full_attention", "sliding_attention"])
     cfg = T.Gemma3Config(text_config=text, vision_config=_siglip(), mm_tokens_per_image=16,

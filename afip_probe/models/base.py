@@ -14,12 +14,13 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import torch
 
 from ..errors import AfipError
-from ..records.layout import ImageLayout, grid_region, processor_region
+from ..records.layout import ImageLayout, Tile, grid_region, processor_region, single_tile
 
 SUPPORTED_FAMILIES = (
     "LLaVA-1.5 (LlavaForConditionalGeneration)",
@@ -38,6 +39,15 @@ def read_image_token_id(config: Any) -> int | None:
     return None
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
 def _attention_layer_numbers(text_config: Any, depth: int) -> list[int]:
     """The decoder layers that are self-attention layers: every layer, unless the config's `layer_types`
     names other kinds (convolution, linear attention, Mamba) for some of them."""
@@ -51,6 +61,8 @@ class ModelAdapter:
     """Base adapter. Subclasses set `family` and override `grids` when the grid is not square."""
 
     family = "generic"
+    #: the family's image tokens form one square grid (the generic guess is then right; no warning)
+    square_grid = False
     #: key of the decoder's sub-config (used to set the attention implementation per backbone)
     text_config_key: str | None = "text_config"
 
@@ -58,6 +70,7 @@ class ModelAdapter:
         self.model = model
         self.processor = processor
         config = model.config
+        self.model_type = str(getattr(config, "model_type", type(model).__name__))
         self.image_token_id = read_image_token_id(config)
         if self.image_token_id is None:
             raise AfipError(
@@ -115,14 +128,34 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------ image layout
     def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
-        """Patch grid (rows, cols) of each sample's image. Base: a square of the image token count."""
+        """Patch grid (rows, cols) of each sample's image. The generic adapter guesses a square of the image
+        token count (else one row) and warns once, naming the model type."""
         ids = inputs["input_ids"]
         grids = []
         for row in ids:
             n = int((row == self.image_token_id).sum())
             side = int(round(n**0.5))
             grids.append((side, side) if side * side == n else (1, n))
+        if type(self).grids is ModelAdapter.grids and not self.square_grid:
+            _warn_once(f"afip-probe has no adapter for model type {self.model_type!r}: it guesses the patch grid "
+                       "(a square of the image token count, else one row), so heatmaps "
+                       "and spatial maps may be wrong (tiles, crops or row breaks are not known); the recorded "
+                       "statistics do not depend on the grid")
         return grids
+
+    def tiles(self, layout: ImageLayout, prompt_ids: Sequence[int], width: int, height: int) -> list[Tile]:
+        """Where each patch grid of a sample's image lies on the original `width` x `height` image.
+
+        Base: one grid (the layout's) over `image_region`. Tiled families return their crops and overview
+        tiles (see `afip_probe.records.layout.Tile`)."""
+        return single_tile(len(layout.positions), layout.grid, self.image_region(width, height))
+
+    def guessed_tiles(self, layout: ImageLayout, width: int, height: int, why: str) -> list[Tile]:
+        """The fallback when a family's geometry does not account for a sample's image tokens: one row over
+        the whole image, with a warning saying why."""
+        _warn_once(f"{self.family}: {why}; the heatmap shows the image tokens as one row")
+        n = len(layout.positions)
+        return single_tile(n, (1, n), (0.0, 0.0, float(width), float(height)))
 
     def layouts(self, inputs: dict[str, Any]) -> list[ImageLayout]:
         """Image positions (in each unpadded prompt) and grid of every sample in a batch."""

@@ -1,4 +1,4 @@
-"""Qwen2-VL and Qwen2.5-VL: the grid is (h / merge, w / merge) from `image_grid_thw`."""
+"""Qwen2-VL, Qwen2.5-VL, Qwen3-VL (and MoE) and GLM-4V: the grid is (h / merge, w / merge) from `image_grid_thw`."""
 
 from __future__ import annotations
 
@@ -28,3 +28,15 @@ class Qwen2VLAdapter(ModelAdapter):
 
 class Qwen25VLAdapter(Qwen2VLAdapter):
     family = "qwen2_5_vl"
+
+
+class Qwen3VLAdapter(Qwen2VLAdapter):
+    """Qwen3-VL (and its MoE): Qwen2-VL's layout (`image_grid_thw`, merged `spatial_merge_size` squared)."""
+
+    family = "qwen3_vl"
+
+
+class Glm4vAdapter(Qwen2VLAdapter):
+    """GLM-4V: `image_grid_thw` merged by `spatial_merge_size`; the whole image is resized (no crop)."""
+
+    family = "glm4v"

@@ -12,14 +12,30 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ModelAdapter
+from .grids import Mistral3Adapter, PaliGemmaAdapter
 from .llava import LlavaAdapter
-from .qwen2_vl import Qwen25VLAdapter, Qwen2VLAdapter
+from .llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
+from .qwen2_vl import Glm4vAdapter, Qwen25VLAdapter, Qwen2VLAdapter, Qwen3VLAdapter
+from .tiled import AyaVisionAdapter, Gemma3Adapter, GotOcr2CropsAdapter, Idefics3Adapter, SmolVLMAdapter
 
-#: model_type of the top-level config -> adapter class
+#: model_type of the top-level config -> adapter class (README: the families table)
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     "llava": LlavaAdapter,
+    "llava_next": LlavaNextAdapter,
+    "llava_onevision": LlavaOnevisionAdapter,
     "qwen2_vl": Qwen2VLAdapter,
     "qwen2_5_vl": Qwen25VLAdapter,
+    "qwen3_vl": Qwen3VLAdapter,
+    "qwen3_vl_moe": Qwen3VLAdapter,
+    "glm4v": Glm4vAdapter,
+    "glm4v_moe": Glm4vAdapter,
+    "gemma3": Gemma3Adapter,
+    "paligemma": PaliGemmaAdapter,
+    "idefics3": Idefics3Adapter,
+    "smolvlm": SmolVLMAdapter,
+    "internvl": GotOcr2CropsAdapter,
+    "aya_vision": AyaVisionAdapter,
+    "mistral3": Mistral3Adapter,
 }
 
 

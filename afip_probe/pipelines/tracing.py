@@ -178,7 +178,9 @@ class _Tracer:
                                                       loaded.adapter.num_layers)
                             tokens["risk"] = self.detector.predict(features).to_numpy(np.float32)
                         region = loaded.adapter.image_region(img.width, img.height)
-                        row = self.base_row(item, condition).with_trace(tr, text, (img.width, img.height), region)
+                        tiles = loaded.adapter.tiles(tr.layout, tr.prompt_ids, img.width, img.height)
+                        row = self.base_row(item, condition).with_trace(tr, text, (img.width, img.height), region,
+                                                                        tiles)
                         self.writer.write_sample(row, tr, tokens)
                         summary.ok += 1
                         summary.tokens += tr.num_tokens

@@ -4,7 +4,7 @@
 it (no CDN, no network). `Explorer(stores)` shows the same page inline in Jupyter. The page lists the
 samples with their CHAIR counts, shows each caption as tokens coloured by label (or shaded by a metric),
 and for the selected token (click, or ←/→) draws its attention over the image: the head mean over a
-layer range, placed with the box the processor's grid covers (as `afip-probe heatmap`), with a colour
+layer range, placed tile by tile on the boxes the processor's grids cover (as `afip-probe heatmap`), with a colour
 scale, and one map per head for ``full`` stores. Line charts follow VAR, attention entropy and token
 entropy along the caption. Stores of several conditions (`afip-probe compare`) are shown side by side,
 their selection synchronised by step.
@@ -38,7 +38,8 @@ from ..errors import AfipError
 from ..images import load_image
 from ..metrics.table import chair_for, token_table
 from ..records import array_name
-from .store_maps import region_of
+from .heatmap import main_tiles
+from .store_maps import tiles_of
 
 ASSETS = ("explorer.js", "explorer.css")
 #: token-table columns the page shades tokens by and draws along the caption (plus ``risk`` when a
@@ -111,7 +112,10 @@ def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> 
             png, width, height = _image_data(str(row.image))
             payload: dict[str, Any] = {
                 "id": str(sid), "cond": cond, "width": width, "height": height,
-                "region": [float(v) for v in region_of(store, row)], "grid": [int(row.grid_rows), int(row.grid_cols)],
+                "n": len(row.image_positions),
+                # the map's tiles (the image, or its crops) on their boxes; overviews are not drawn
+                "tiles": [{"grid": list(t.grid), "cells": list(t.cells), "box": [round(float(v), 2) for v in t.box]}
+                          for t in main_tiles(tiles_of(store, row))[0]],
                 "tokens": tok.token_text.tolist(), "labels": tok.label.astype(str).tolist(),
                 "objects": tok.object.astype(str).tolist(),
                 "metrics": {m: _round(tok[m]) for m in METRICS if m in tok},

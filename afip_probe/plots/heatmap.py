@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..records.layout import grid_region
+from ..records.layout import Tile, grid_region
 
 
 def to_grid(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -51,23 +51,60 @@ def pixel_heat(values: np.ndarray, grid: tuple[int, int], region: Sequence[float
     return heat
 
 
+#: the tiles one map is stitched from: the image (a single grid) or its crops; overviews are drawn apart
+MAP_KINDS = ("image", "crop")
+
+
+def tiles_heat(values: np.ndarray, tiles: Sequence[Tile], width: int, height: int,
+               kinds: Sequence[str] = MAP_KINDS) -> np.ndarray:
+    """[height, width] value of the cell covering each pixel centre of the original image, stitched from the
+    tiles of `kinds` placed on their boxes (later tiles win where boxes overlap); NaN where none does.
+
+    `values` [n] are per image-token slot (a trace's maps); newline / row-break slots are in no tile.
+
+    >>> t = [Tile("crop", (1, 1), (0,), (0, 0, 2, 1)), Tile("crop", (1, 1), (2,), (2, 0, 4, 1))]
+    >>> tiles_heat(np.array([1.0, 5.0, 3.0]), t, 4, 1).tolist()
+    [[1.0, 1.0, 3.0, 3.0]]
+    """
+    values = np.asarray(values, dtype=np.float32)
+    heat = np.full((height, width), np.nan, dtype=np.float32)
+    for tile in tiles:
+        if tile.kind in kinds:
+            part = pixel_heat(values[list(tile.cells)], tile.grid, tile.box, width, height)
+            heat = np.where(np.isfinite(part), part, heat)
+    return heat
+
+
+def main_tiles(tiles: Sequence[Tile]) -> tuple[list[Tile], list[Tile]]:
+    """(the tiles the map is stitched from, the overview tiles drawn beside it). A layout of overviews only
+    (no crops) draws them as the map."""
+    main = [t for t in tiles if t.kind in MAP_KINDS]
+    overview = [t for t in tiles if t.kind not in MAP_KINDS]
+    return (main, overview) if main else (overview, [])
+
+
 def _region(family: str, image: Any, region: Sequence[float] | None) -> Sequence[float]:
     return region if region is not None else grid_region(family, image.width, image.height)
 
 
 def draw_heatmap(image: Any, values: np.ndarray, grid: tuple[int, int], family: str = "llava", ax: Any = None,
                  title: str = "", alpha: float = 0.55, cmap: str = "inferno", vmax: float | None = None,
-                 region: Sequence[float] | None = None, colorbar: bool = True) -> Any:
+                 region: Sequence[float] | None = None, colorbar: bool = True,
+                 tiles: Sequence[Tile] | None = None) -> Any:
     """Draw `values` (one per image token) over `image` (PIL); returns the Figure.
 
     `region` is the grid's box in image pixels (a store's ``grid_region``); without it the family's
-    usual processor is assumed."""
+    usual processor is assumed. With `tiles` (a store's ``tiles``: crops, overviews), the map is
+    stitched from the image or crop tiles placed on their boxes and `grid` / `region` are not used."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         fig, ax = plt.subplots(figsize=(4, 4 * image.height / max(image.width, 1)))
     fig = ax.figure
-    heat = pixel_heat(values, grid, _region(family, image, region), image.width, image.height)
+    if tiles:
+        heat = tiles_heat(values, main_tiles(tiles)[0], image.width, image.height)
+    else:
+        heat = pixel_heat(values, grid, _region(family, image, region), image.width, image.height)
     ax.imshow(np.asarray(image), extent=(0, image.width, image.height, 0))
     im = ax.imshow(np.ma.masked_invalid(heat), extent=(0, image.width, image.height, 0), alpha=alpha, cmap=cmap,
                    interpolation="nearest", vmin=0.0, vmax=vmax)
@@ -83,7 +120,8 @@ def draw_heatmap(image: Any, values: np.ndarray, grid: tuple[int, int], family: 
 
 
 def head_grid(image: Any, rows: np.ndarray, grid: tuple[int, int], family: str = "llava",
-              region: Sequence[float] | None = None, title: str = "", cols: int | None = None) -> Any:
+              region: Sequence[float] | None = None, title: str = "", cols: int | None = None,
+              tiles: Sequence[Tile] | None = None) -> Any:
     """One small heatmap per head: rows [H, n] post-softmax image attention; one colour scale."""
     import matplotlib.pyplot as plt
 
@@ -96,7 +134,7 @@ def head_grid(image: Any, rows: np.ndarray, grid: tuple[int, int], family: str =
     for h, ax in enumerate(axes.ravel()):
         if h < heads:
             draw_heatmap(image, rows[h], grid, family, ax=ax, title=f"head {h}", vmax=vmax, region=region,
-                         colorbar=False)
+                         colorbar=False, tiles=tiles)
         else:
             ax.axis("off")
     if title:
@@ -107,15 +145,40 @@ def head_grid(image: Any, rows: np.ndarray, grid: tuple[int, int], family: str =
 
 def before_after(image: Any, before: np.ndarray, after: np.ndarray, grid: tuple[int, int], family: str = "llava",
                  titles: tuple[str, str] = ("before", "after"), suptitle: str = "",
-                 region: Sequence[float] | None = None) -> Any:
+                 region: Sequence[float] | None = None, tiles: Sequence[Tile] | None = None) -> Any:
     """Two heatmaps side by side on one colour scale."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4))
     vmax = float(max(np.max(before), np.max(after), 1e-12))
-    draw_heatmap(image, before, grid, family, ax=axes[0], title=titles[0], vmax=vmax, region=region)
-    draw_heatmap(image, after, grid, family, ax=axes[1], title=titles[1], vmax=vmax, region=region)
+    draw_heatmap(image, before, grid, family, ax=axes[0], title=titles[0], vmax=vmax, region=region, tiles=tiles)
+    draw_heatmap(image, after, grid, family, ax=axes[1], title=titles[1], vmax=vmax, region=region, tiles=tiles)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def draw_tiled(image: Any, values: np.ndarray, tiles: Sequence[Tile], title: str = "", alpha: float = 0.55,
+               cmap: str = "inferno") -> Any:
+    """The stitched map over `image` and, for tiled families, each overview tile's map beside it (LLaVA-NeXT's
+    base image, Idefics3's global image, InternVL's thumbnail), all on one colour scale; returns the Figure.
+
+    >>> from PIL import Image
+    >>> t = [Tile("crop", (1, 1), (0,), (0, 0, 8, 8)), Tile("overview", (1, 1), (1,), (0, 0, 8, 8))]
+    >>> len(draw_tiled(Image.new("RGB", (8, 8)), np.array([1.0, 2.0]), t).axes)
+    3
+    """
+    import matplotlib.pyplot as plt
+
+    main, overview = main_tiles(tiles)
+    values = np.asarray(values, dtype=np.float32)
+    panels = 1 + len(overview)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4 * image.height / max(image.width, 1)), squeeze=False)
+    vmax = float(max(np.nanmax(values) if values.size else 0.0, 1e-12))
+    draw_heatmap(image, values, (0, 0), ax=axes[0, 0], title=title or ("crops" if overview else ""), alpha=alpha,
+                 cmap=cmap, vmax=vmax, colorbar=not overview, tiles=main)
+    for ax, tile in zip(axes[0, 1:], overview):
+        draw_heatmap(image, values, (0, 0), ax=ax, title=f"overview ({tile.grid[0]}x{tile.grid[1]})", alpha=alpha,
+                     cmap=cmap, vmax=vmax, colorbar=ax is axes[0, -1], tiles=[Tile("image", tile.grid, tile.cells, tile.box)])
     return fig

@@ -2,8 +2,10 @@
 
 Head-averaged maps come from ``maps`` [T, L, n] (record level ``maps`` or ``full``); per-head maps
 from ``scores`` [T, L, H, n] and ``head/lse`` (level ``full``): A = exp(B − lse). Corrected runs keep
-``corrected/maps`` next to the raw ones (``source="corrected"``). The patch grid is placed with the
-box the tracer stored per sample (``grid_region``), so crops and pads match the processor.
+``corrected/maps`` next to the raw ones (``source="corrected"``). Each patch grid is placed with the
+boxes the tracer stored per sample (``tiles``: the image, its crops and overview; ``grid_region`` in
+stores written before tiles), so crops and pads match the processor; tiled families get one map
+stitched from their crops and, beside it, the overview.
 
 Example:
     >>> from afip_probe.plots.store_maps import token_heatmap      # doctest: +SKIP
@@ -21,8 +23,8 @@ import pandas as pd
 from ..errors import AfipError
 from ..images import load_image
 from ..records import array_name
-from ..records.layout import grid_region
-from .heatmap import before_after, draw_heatmap, head_grid
+from ..records.layout import Tile, grid_region, read_tiles, single_tile
+from .heatmap import before_after, draw_tiled, head_grid
 
 
 def sample_row(store: Any, sample_id: str) -> pd.Series:
@@ -40,6 +42,15 @@ def region_of(store: Any, row: pd.Series) -> tuple[float, float, float, float]:
     if region is not None and not (isinstance(region, float) and np.isnan(region)) and len(region) == 4:
         return tuple(float(v) for v in region)  # type: ignore[return-value]
     return grid_region(store.settings.get("family", "llava"), int(row.image_width), int(row.image_height))
+
+
+def tiles_of(store: Any, row: pd.Series) -> list[Tile]:
+    """The sample's tiles as the tracer stored them; for stores written before tiles, its one grid on its box."""
+    tiles = read_tiles(row.get("tiles") if hasattr(row, "get") else None)
+    if tiles:
+        return tiles
+    grid = (int(row.grid_rows), int(row.grid_cols))
+    return single_tile(grid[0] * grid[1], grid, region_of(store, row))
 
 
 def open_image(path: str | Path) -> Any:
@@ -106,11 +117,10 @@ def token_heatmap(store: Any, sample_id: str, step: int | None = None, word: str
     where = f"layers {idx[0]}–{idx[-1]}" if idx else "all layers"
     title = f"{sample_id}, step {step} '{tok}', {where}{' (corrected)' if source == 'corrected' else ''}"
     image = open_image(row.image)
-    grid = (int(row.grid_rows), int(row.grid_cols))
-    fam, region = store.settings.get("family", "llava"), region_of(store, row)
+    tiles = tiles_of(store, row)
     if per_head:
-        return head_grid(image, values, grid, fam, region=region, title=title)
-    return draw_heatmap(image, values, grid, fam, title=title, region=region)
+        return head_grid(image, values, (0, 0), title=title, tiles=tiles)
+    return draw_tiled(image, values, tiles, title=title)
 
 
 def before_after_heatmap(store: Any, before_id: str, after_id: str, step: int = 0,
@@ -121,6 +131,5 @@ def before_after_heatmap(store: Any, before_id: str, after_id: str, step: int = 
     row = sample_row(store, before_id)
     before = image_attention(store, before_id, step, layers)
     after = image_attention(store, after_id, step, layers, source="corrected")
-    return before_after(open_image(row.image), before, after, (int(row.grid_rows), int(row.grid_cols)),
-                        store.settings.get("family", "llava"), titles=titles, suptitle=suptitle,
-                        region=region_of(store, row))
+    return before_after(open_image(row.image), before, after, (0, 0), titles=titles, suptitle=suptitle,
+                        tiles=tiles_of(store, row))

@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,75 @@ class ImageLayout:
         return runs
 
 
-SQUARE_CROP = {"llava"}  # families whose processor centre-crops a square (fallback when no region was stored)
 Region = tuple[float, float, float, float]
+
+#: what a tile is: the image at one resolution (the whole map); one crop of a tiled image (the crops of an
+#: image, placed by their boxes, make its map); an overview, a low-resolution view of the whole image that
+#: tiled families add beside the crops (LLaVA-NeXT's base image, Idefics3's global image, InternVL's thumbnail)
+TILE_KINDS = ("image", "crop", "overview")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One patch grid of an image, placed over the original image.
+
+    `cells` are the image-token slots (indices into `ImageLayout.positions`, and into a trace's maps)
+    of the grid's cells, row-major; `box` is (x0, y0, x1, y1), the part of the original image the grid
+    covers, in original pixels; `image` numbers the prompt's images (0 for the first).
+
+    >>> t = Tile("crop", (1, 2), (4, 5), (0.0, 0.0, 64.0, 32.0))
+    >>> Tile.from_dict(t.to_dict()) == t
+    True
+    """
+
+    kind: str
+    grid: tuple[int, int]
+    cells: tuple[int, ...]
+    box: tuple[float, float, float, float]
+    image: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in TILE_KINDS:
+            raise ValueError(f"tile kind {self.kind!r} is not one of {TILE_KINDS}")
+        if len(self.cells) != self.grid[0] * self.grid[1]:
+            raise ValueError(f"{len(self.cells)} cells do not fill a {self.grid[0]}x{self.grid[1]} grid")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "grid": list(self.grid), "cells": list(self.cells), "box": list(self.box),
+                "image": self.image}
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "Tile":
+        return Tile(kind=str(d["kind"]), grid=(int(d["grid"][0]), int(d["grid"][1])),
+                    cells=tuple(int(c) for c in d["cells"]), box=tuple(float(v) for v in d["box"]),  # type: ignore[arg-type]
+                    image=int(d.get("image", 0)))
+
+
+def tiles_json(tiles: Sequence[Tile]) -> str:
+    """The samples table's ``tiles`` column: a JSON list of tiles ("" for none)."""
+    return json.dumps([t.to_dict() for t in tiles], separators=(",", ":")) if tiles else ""
+
+
+def read_tiles(value: Any) -> list[Tile]:
+    """Tiles from the samples table's ``tiles`` column (empty for stores written before tiles existed)."""
+    if not isinstance(value, str) or not value:
+        return []
+    return [Tile.from_dict(d) for d in json.loads(value)]
+
+
+def single_tile(n: int, grid: tuple[int, int], box: Region) -> list[Tile]:
+    """One grid over one box: the layout of families that show the image once (LLaVA-1.5, Qwen-VL, ...)."""
+    return [Tile("image", grid, tuple(range(n)), box)]
+
+
+def split_boxes(rows: int, cols: int, width: int, height: int) -> list[Region]:
+    """The boxes of a `rows` x `cols` split of a `width` x `height` image, row-major (equal parts: the
+    processor resizes the image to a multiple of the tile size, then cuts it)."""
+    return [(c * width / cols, r * height / rows, (c + 1) * width / cols, (r + 1) * height / rows)
+            for r in range(rows) for c in range(cols)]
+
+
+SQUARE_CROP = {"llava"}  # families whose processor centre-crops a square (fallback when no region was stored)
 
 
 def grid_region(family: str, width: int, height: int) -> Region:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .layout import Tile, tiles_json
 from .tokens import token_char_spans
 from .trace import SampleTrace
 
@@ -44,19 +45,20 @@ class SampleRow:
     image_width: int = 0
     image_height: int = 0
     grid_region: list[float] = field(default_factory=list)  # (x0, y0, x1, y1) box of the image the grid covers
+    tiles: str = ""  # JSON list of `Tile`s: each patch grid (image, crops, overview) and its box ("" before tiles)
 
     def failed(self, error: str) -> "SampleRow":
         return dataclasses.replace(self, status="failed", error=error)
 
     def with_trace(self, trace: SampleTrace, output_text: str, image_size: tuple[int, int],
-                   region: tuple[float, float, float, float]) -> "SampleRow":
+                   region: tuple[float, float, float, float], tiles: Sequence[Tile] = ()) -> "SampleRow":
         """This row completed with a finished sample's trace, text and image geometry."""
         return dataclasses.replace(
             self, status="ok", error="", output_text=output_text, prompt_ids=list(trace.prompt_ids),
             generated_ids=list(trace.generated_ids), num_tokens=trace.num_tokens,
             image_positions=list(trace.layout.positions), image_spans=[list(s) for s in trace.layout.spans],
             grid_rows=trace.layout.grid[0], grid_cols=trace.layout.grid[1], image_width=image_size[0],
-            image_height=image_size[1], grid_region=[float(v) for v in region])
+            image_height=image_size[1], grid_region=[float(v) for v in region], tiles=tiles_json(tiles))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -62,7 +62,7 @@ const AFIP = (function () {
     if (!p["_" + key]) p["_" + key] = decode(p[key]);
     const q = p["_" + key];
     const scales = head === undefined ? p.scales : p.hscales;
-    const n = p.grid[0] * p.grid[1];
+    const n = p.n;
     const L = index.layers;
     const H = index.heads || 1;
     const out = new Float64Array(n);
@@ -82,15 +82,18 @@ const AFIP = (function () {
     const ctx = canvas.getContext("2d");
     ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
     if (!values) return;
-    const [x0, y0, x1, y1] = p.region;
-    const [rows, cols] = p.grid;
-    const cw = (x1 - x0) / cols, ch = (y1 - y0) / rows;
-    for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < cols; c++) {
-        const [R, G, B] = color(vmax > 0 ? values[r * cols + c] / vmax : 0);
-        ctx.fillStyle = "rgba(" + R + "," + G + "," + B + ",0.6)";
-        const x = (x0 + c * cw) * scale, y = (y0 + r * ch) * scale;
-        ctx.fillRect(x, y, cw * scale + 0.5, ch * scale + 0.5);
+    // each tile (the image, or one of its crops) is a grid of cells over its box of the image
+    for (const tile of p.tiles) {
+      const [x0, y0, x1, y1] = tile.box;
+      const [rows, cols] = tile.grid;
+      const cw = (x1 - x0) / cols, ch = (y1 - y0) / rows;
+      for (let r = 0; r < rows; r++) {
+        for (let c = 0; c < cols; c++) {
+          const [R, G, B] = color(vmax > 0 ? values[tile.cells[r * cols + c]] / vmax : 0);
+          ctx.fillStyle = "rgba(" + R + "," + G + "," + B + ",0.6)";
+          const x = (x0 + c * cw) * scale, y = (y0 + r * ch) * scale;
+          ctx.fillRect(x, y, cw * scale + 0.5, ch * scale + 0.5);
+        }
       }
     }
   }
