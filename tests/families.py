@@ -232,7 +232,7 @@ def idefics3(smol: bool = False) -> tuple[Any, Any]:
     tok = tokenizer(fake_image_token="<fake_token_around_image>", global_image_token="<global-img>",
                     end_of_utterance_token="<end_of_utterance>")
     ip_cls = T.SmolVLMImageProcessor if smol else T.Idefics3ImageProcessor
-    ip = ip_cls(size={"longest_edge": 64}, max_image_size={"longest_edge": 32})
+    ip = ip_cls(size={"longest_edge": 96}, max_image_size={"longest_edge": 32})
     proc_cls = T.SmolVLMProcessor if smol else T.Idefics3Processor
     kw = dict(video_processor=None) if smol else {}
     proc = (_ImageOnly.make(proc_cls) if smol else proc_cls)(image_processor=ip, tokenizer=tok, image_seq_len=4,

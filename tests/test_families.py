@@ -14,6 +14,9 @@ from afip_probe.models import adapter_for, tiny
 
 from . import families
 
+# LFM2-VL has no tiles adapter yet: its warning is checked in test_the_generic_adapter_warns_once
+pytestmark = pytest.mark.filterwarnings("ignore:afip-probe has no adapter")
+
 NEW_TOKENS = 6
 TOL = 1e-5
 # non-square and different sizes: a left-padded batch whose samples have different image token counts
@@ -79,6 +82,8 @@ def test_records_equal_eager_at_every_step_and_layer(built):
     prompt = inputs["input_ids"].shape[1]
     is_image = inputs["input_ids"] == adapter.image_token_id
     pad = (inputs["attention_mask"] == 0).sum(-1)
+    if name in ("llava_next", "qwen3_vl", "idefics3"):  # samples with different image token counts
+        assert len(set(is_image.sum(-1).tolist())) > 1 and len(set(pad.tolist())) > 1
     assert all(len(step) == adapter.num_layers for step in eager)
     for b, tr in enumerate(rec.traces):
         img = is_image[b].nonzero().flatten()
@@ -182,3 +187,30 @@ def test_cross_attention_model_is_refused_with_one_line():
     with pytest.raises(AfipError, match="cross-attention") as err:
         afip_probe.trace(model)
     assert "\n" not in str(err.value)
+
+
+def test_cross_attention_checkpoint_is_refused_by_the_cli_with_exit_2(tmp_path, capsys):
+    """`afip-probe trace --model DIR` on a saved Mllama config: one line on stderr, exit 2, before any weights
+    are read (the folder holds the config only)."""
+    from afip_probe.cli import main
+
+    model, _ = families.mllama()
+    model.config.save_pretrained(tmp_path / "mllama")
+    images = tmp_path / "images"
+    images.mkdir()
+    tiny.random_images(1)[0].save(images / "a.png")
+    rc = main(["trace", "--model", str(tmp_path / "mllama"), "--images", str(images), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "cross-attention" in err and "\n" not in err
+
+
+def test_the_generic_adapter_warns_once_naming_the_model_type():
+    from afip_probe.models import base
+
+    model, processor = families.BUILDERS["lfm2_vl"]()
+    adapter, inputs = _inputs(model, processor)
+    base._WARNED.clear()
+    with pytest.warns(UserWarning, match="no adapter for model type 'lfm2_vl'") as caught:
+        adapter.layouts(inputs)
+        adapter.layouts(inputs)
+    assert len([w for w in caught if "no adapter" in str(w.message)]) == 1

@@ -19,13 +19,15 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import AfipError
+from ..errors import AfipError, UnsupportedModelError
 from ..records.layout import ImageLayout, Tile, grid_region, processor_region, single_tile
 
 SUPPORTED_FAMILIES = (
-    "LLaVA-1.5 (LlavaForConditionalGeneration)",
-    "Qwen2-VL (Qwen2VLForConditionalGeneration)",
-    "Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration)",
+    "LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision",
+    "Qwen2-VL, Qwen2.5-VL, Qwen3-VL (and MoE), GLM-4V",
+    "Gemma 3, PaliGemma 1 and 2",
+    "Idefics3, SmolVLM, InternVL, Aya Vision, Mistral 3",
+    "Llama 4's decoder, LFM2-VL",
     "any other image-text-to-text model whose config has an image token id (generic adapter)",
 )
 
@@ -37,6 +39,18 @@ def read_image_token_id(config: Any) -> int | None:
         if value is not None:
             return int(value)
     return None
+
+
+def refuse_cross_attention(config: Any, name: str) -> None:
+    """Raise for a model that reads the image through cross-attention layers (Mllama) instead of image tokens."""
+    text_config = getattr(config, "text_config", None) or config
+    if getattr(text_config, "cross_attention_layers", None):
+        raise UnsupportedModelError(
+            f"{name} reads the image through cross-attention layers (Mllama / Llama 3.2 Vision), not through "
+            "image tokens in the prompt: its self-attention rows have no image keys, so VAR, entropy and the gap "
+            "would mean nothing, and afip-probe does not record cross-attention rows. Trace a model that puts "
+            "image tokens in the prompt (see the README's model families table)"
+        )
 
 
 _WARNED: set[str] = set()
@@ -80,13 +94,7 @@ class ModelAdapter:
             )
         text_config = getattr(config, "text_config", None) or config
         self.text_config = text_config
-        if getattr(text_config, "cross_attention_layers", None):
-            raise AfipError(
-                f"{type(model).__name__} reads the image through cross-attention layers (Mllama / Llama 3.2 Vision), "
-                "not through image tokens in the prompt: its self-attention rows have no image keys, so VAR, "
-                "entropy and the gap would mean nothing, and afip-probe does not record cross-attention rows. "
-                "Trace a model that puts image tokens in the prompt (see the README's families table)"
-            )
+        refuse_cross_attention(config, type(model).__name__)
         self.num_heads = int(text_config.num_attention_heads)
         self.num_kv_heads = int(getattr(text_config, "num_key_value_heads", None) or self.num_heads)
         self.attention_modules = self._find_attention_modules()

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from ..errors import AfipError, UnsupportedModelError
 from ..organism import checkpoint_dir
-from .base import SUPPORTED_FAMILIES, ModelAdapter, read_image_token_id
+from .base import SUPPORTED_FAMILIES, ModelAdapter, read_image_token_id, refuse_cross_attention
 from .registry import adapter_for
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -71,14 +71,17 @@ def load(
         ) from e
     except ValueError as e:
         raise UnsupportedModelError(f"{name_or_path!r}: {str(e).splitlines()[0]}") from e
+    refuse_cross_attention(config, repr(name_or_path))
     if read_image_token_id(config) is None or getattr(config, "vision_config", None) is None:
         raise UnsupportedModelError(
             f"{name_or_path!r} ({getattr(config, 'model_type', '?')}) is not a vision-language model with image "
             "tokens. Supported: " + "; ".join(SUPPORTED_FAMILIES)
         )
     try:
+        # the default attention: SDPA where the family supports it, eager where it cannot (softcapping);
+        # the interceptor replaces the decoder's either way
         model = AutoModelForImageTextToText.from_pretrained(
-            name_or_path, dtype=torch_dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code
+            name_or_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
     except ValueError as e:
         raise UnsupportedModelError(

@@ -2,7 +2,8 @@
 
 - `fields`: record levels, the per-head and per-layer statistic names, `RecordConfig`;
 - `naming`: `array_name`, the one function that names every stored array;
-- `layout`: where a sample's image tokens are (`ImageLayout`) and which box of the image they cover;
+- `layout`: where a sample's image tokens are (`ImageLayout`), its patch grids (`Tile`: the image, crops,
+  overview) and which box of the image each covers;
 - `trace`: `SampleTrace`, everything recorded for one sample (numpy);
 - `rows`: `SampleRow`, the typed row of a store's samples table, and `token_rows`, its tokens table.
 
@@ -16,7 +17,7 @@ Example:
 
 from .fields import DEFAULT_PROMPT, HEAD_FIELDS, LAYER_FIELDS, LEVELS, RecordConfig
 from .layers import Layers
-from .layout import ImageLayout, Region, grid_region, processor_region
+from .layout import TILE_KINDS, ImageLayout, Region, Tile, grid_region, processor_region, read_tiles, tiles_json
 from .naming import ARRAY_KINDS, SOURCES, array_name, parse_array_name
 from .rows import SampleRow, token_rows
 from .trace import RowArrays, SampleTrace
@@ -35,9 +36,13 @@ __all__ = [
     "RowArrays",
     "SampleRow",
     "SampleTrace",
+    "TILE_KINDS",
+    "Tile",
     "array_name",
     "grid_region",
     "parse_array_name",
     "processor_region",
+    "read_tiles",
+    "tiles_json",
     "token_rows",
 ]

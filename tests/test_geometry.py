@@ -1,0 +1,313 @@
+"""Image geometry of the tiled families, against the processors' and models' own arithmetic.
+
+Processor settings are those of the real checkpoints (named per family); images are non-square
+(640x480 and 300x500). Two independent checks:
+- which slot is which cell: LLaVA-NeXT / OneVision features coded with their crop, row and column go
+  through the model's own `pack_image_features`; the layout's cells must find them there;
+- where each cell lies on the image: the pixels the layout assigns to one cell are painted white and
+  the real image processor must put that white on that cell of that tile, and nowhere else in it
+  (as `test_plots.test_llava_processor_puts_the_region_on_the_patch` does for LLaVA-1.5).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import transformers as T
+from PIL import Image
+
+from afip_probe.models import adapter_for
+from afip_probe.models.llava_next import llava_next_geometry
+from afip_probe.plots.heatmap import tiles_heat
+from afip_probe.records.layout import ImageLayout
+
+from . import families
+
+SIZES = [(640, 480), (300, 500)]
+
+
+def _layout(processor, image_token_id, image):
+    """The prompt ids and image-token layout the processor writes for one image."""
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe"}]}],
+        add_generation_prompt=True)
+    ids = processor(images=[[image]], text=[prompt], return_tensors="pt")["input_ids"][0]
+    positions = (ids == image_token_id).nonzero().flatten().tolist()
+    return ids.tolist(), ImageLayout(positions=positions, grid=(1, len(positions)))
+
+
+def _cell_pixels(tile, k, width, height):
+    """[H, W] bool: the pixels of the original image that cell k of `tile` covers, through the layout."""
+    values = np.zeros(1 + max(tile.cells))
+    values[tile.cells[k]] = 1.0
+    return tiles_heat(values, [tile.__class__("image", tile.grid, tile.cells, tile.box)], width, height) == 1.0
+
+
+def _blocks(img: np.ndarray, grid) -> np.ndarray:
+    """Mean brightness of each cell block of a processed tile [C, S, S]."""
+    rows, cols = grid
+    a = img.mean(0)
+    h, w = a.shape[0] // rows, a.shape[1] // cols
+    return a[: rows * h, : cols * w].reshape(rows, h, cols, w).mean(axis=(1, 3))
+
+
+def _painted(mask: np.ndarray) -> Image.Image:
+    img = np.zeros((*mask.shape, 3), np.uint8)
+    img[mask] = 255
+    return Image.fromarray(img)
+
+
+# ----------------------------------------------------------------------------- crop families
+def _idefics3(smol: bool):
+    """Idefics3-8B-Llama3 (364 px tiles, 1456 px longest edge, 169 tokens) or SmolVLM-256M-Instruct (512 px
+    tiles, 2048 px longest edge, 64 tokens)."""
+    model, _ = families.idefics3(smol)
+    tok = families.tokenizer(fake_image_token="<fake_token_around_image>", global_image_token="<global-img>",
+                             end_of_utterance_token="<end_of_utterance>")
+    if smol:
+        ip = T.SmolVLMImageProcessor(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512})
+        proc = families._ImageOnly.make(T.SmolVLMProcessor)(image_processor=ip, tokenizer=tok, image_seq_len=64,
+                                                             video_processor=None, chat_template=families.template("<image>"))
+        proc.video_processor = SimpleNamespace(num_frames=1, fps=1)
+    else:
+        ip = T.Idefics3ImageProcessor(size={"longest_edge": 1456}, max_image_size={"longest_edge": 364})
+        proc = T.Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=169,
+                                   chat_template=families.template("<image>"))
+    return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np")["pixel_values"][0]
+
+
+def _got_ocr2(aya: bool):
+    """InternVL3 (448 px crops, 1 to 12, 256 tokens each) or Aya Vision 8B (364 px crops, 1 to 12, 169 tokens)."""
+    if aya:
+        model, _ = families.aya_vision()
+        tok = families.tokenizer("<image>")
+        ip = T.GotOcr2ImageProcessor(size={"height": 364, "width": 364}, crop_to_patches=True, min_patches=1,
+                                     max_patches=12)
+        proc = T.AyaVisionProcessor(image_processor=ip, tokenizer=tok, patch_size=14, img_size=364, downsample_factor=2,
+                                    chat_template=families.template("<image>"))
+    else:
+        model, _ = families.internvl()
+        tok = families.tokenizer("<IMG_CONTEXT>", start_image_token="<img>", end_image_token="</img>",
+                                 context_image_token="<IMG_CONTEXT>", video_token="<video>")
+        ip = T.GotOcr2ImageProcessor(size={"height": 448, "width": 448}, crop_to_patches=True, min_patches=1,
+                                     max_patches=12)
+        proc = families._ImageOnly.make(T.InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
+                                                             image_seq_length=256,
+                                                             chat_template=families.template("<IMG_CONTEXT>"))
+    return model, proc, lambda image: ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"]
+
+
+def _gemma3_pan_and_scan():
+    """Gemma 3 4B with pan-and-scan on (896 px, crops of at least 256 px, at most 4, 256 tokens each)."""
+    model, _ = families.gemma3()
+    model.config.mm_tokens_per_image = 256
+    tok = families.tokenizer("<image_soft_token>", boi_token="<start_of_image>", eoi_token="<end_of_image>")
+    ip = T.Gemma3ImageProcessor(size={"height": 896, "width": 896})
+    pas = dict(do_pan_and_scan=True, pan_and_scan_min_crop_size=256, pan_and_scan_max_num_crops=4,
+               pan_and_scan_min_ratio_to_activate=1.2)
+    cls = type("Gemma3Processor", (T.Gemma3Processor,), {"images_kwargs": {**T.Gemma3Processor.images_kwargs, **pas}})
+    proc = cls(image_processor=ip, tokenizer=tok, chat_template=families.template("<start_of_image>"),
+               image_seq_length=256)
+    return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np", **pas)["pixel_values"]
+
+
+CROP_FAMILIES = {
+    "idefics3": lambda: _idefics3(False),
+    "smolvlm": lambda: _idefics3(True),
+    "internvl": lambda: _got_ocr2(False),
+    "aya_vision": lambda: _got_ocr2(True),
+    "gemma3_pan_and_scan": _gemma3_pan_and_scan,
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["640x480", "300x500"])
+@pytest.mark.parametrize("name", sorted(CROP_FAMILIES))
+def test_a_cell_painted_through_the_layout_lands_on_that_cell(name, size):
+    model, processor, pixels = CROP_FAMILIES[name]()
+    adapter = adapter_for(model, processor)
+    width, height = size
+    ids, layout = _layout(processor, adapter.image_token_id, Image.new("RGB", size))
+    tiles = adapter.tiles(layout, ids, width, height)
+    kinds = [t.kind for t in tiles]
+    if kinds != ["image"]:  # Gemma 3 cuts no crops from a 300x500 image (they would be under 256 px)
+        assert kinds.count("overview") == 1 and kinds.count("crop") >= 2, kinds
+    assert sum(len(t.cells) for t in tiles) == len(layout.positions)  # every image token is some tile's cell
+    black = pixels(Image.new("RGB", size))
+    assert len(black) == len(tiles)  # one processed image per tile, in the prompt's order
+    crops = [i for i, t in enumerate(tiles) if t.kind == "crop"] or [0]
+    overview = kinds.index("overview") if "overview" in kinds else 0
+    for i, k in ((crops[0], 0), (crops[-1], len(tiles[crops[-1]].cells) // 2 + 1), (overview, 5)):
+        tile = tiles[i]
+        mask = _cell_pixels(tile, k, width, height)
+        assert mask.any()
+        lit = pixels(_painted(mask))
+        bright = _blocks(lit[i], tile.grid) - _blocks(black[i], tile.grid)
+        r, c = divmod(k, tile.grid[1])
+        assert bright[r, c] > 0.8, (name, tile.kind, k, bright.round(2))
+        assert np.delete(bright.ravel(), k).max() < 0.2, (name, tile.kind, k, bright.round(2))
+
+
+# ----------------------------------------------------------------------------- LLaVA-NeXT, OneVision
+PINPOINTS_NEXT = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # llava-v1.6
+PINPOINTS_OV = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]  # llava-onevision (anyres_max_9)
+
+
+def _llava_next(onevision: bool):
+    """A tiny LLaVA-NeXT (llava-v1.6: CLIP 336/14, its pinpoints) or OneVision (SigLIP 384/14) with the real
+    geometry, and its real image processor settings."""
+    tok = families.tokenizer()
+    text = families.text_config(T.Qwen2Config if onevision else T.LlamaConfig, tok)
+    if onevision:
+        vision = T.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      image_size=384, patch_size=14)
+        cfg = T.LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=tok.image_token_id,
+                                     image_grid_pinpoints=PINPOINTS_OV, vision_feature_select_strategy="full",
+                                     vision_aspect_ratio="anyres_max_9")
+        model = T.LlavaOnevisionForConditionalGeneration(cfg).eval()
+        ip = T.LlavaOnevisionImageProcessor(size={"height": 384, "width": 384}, image_grid_pinpoints=PINPOINTS_OV)
+    else:
+        cfg = T.LlavaNextConfig(vision_config=families._clip(336, 14), text_config=text,
+                                image_token_index=tok.image_token_id, image_grid_pinpoints=PINPOINTS_NEXT,
+                                vision_feature_select_strategy="default")
+        model = T.LlavaNextForConditionalGeneration(cfg).eval()
+        ip = T.LlavaNextImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+                                       image_grid_pinpoints=PINPOINTS_NEXT)
+    return model, ip, cfg
+
+
+@pytest.mark.parametrize("size", SIZES + [(1000, 200)], ids=["640x480", "300x500", "1000x200"])
+@pytest.mark.parametrize("onevision", [False, True], ids=["llava_next", "llava_onevision"])
+def test_llava_next_cells_are_where_pack_image_features_puts_them(onevision, size):
+    """Features coded (crop, row, column) through the model's `pack_image_features`: the base tile's cells are
+    crop 0 row-major; the crop tile's cells are one unpadded block of the stitched crops, row-major; the
+    remaining slots are the newline embedding."""
+    model, ip, cfg = _llava_next(onevision)
+    adapter = adapter_for(model)
+    width, height = size
+    p = cfg.vision_config.image_size // cfg.vision_config.patch_size
+    num_crops = ip(images=[Image.new("RGB", size)], return_tensors="np")["pixel_values"].shape[1]
+    coded = torch.zeros(num_crops, p * p, 3)
+    coded[:, :, 0] = torch.arange(num_crops)[:, None].float()
+    coded[:, :, 1] = (torch.arange(p * p) // p).float()
+    coded[:, :, 2] = (torch.arange(p * p) % p).float()
+    newline = torch.full((3,), -1.0)
+    sizes = torch.tensor([[height, width]])
+    if onevision:
+        packed = model.model.pack_image_features([coded], sizes, image_newline=newline,
+                                                 vision_aspect_ratio=cfg.vision_aspect_ratio)[0]
+    else:
+        packed = model.model.pack_image_features([coded], sizes, cfg.vision_feature_select_strategy,
+                                                 image_newline=newline)[0]
+    packed = torch.cat(packed) if isinstance(packed, (list, tuple)) else packed  # [N, 3]
+    layout = ImageLayout(positions=list(range(packed.shape[0])), grid=(1, packed.shape[0]))
+    base, crop = adapter.tiles(layout, [], width, height)
+    assert (base.kind, crop.kind) == ("overview", "crop")
+    base_rows = packed[list(base.cells)]
+    assert (base_rows[:, 0] == 0).all() and base_rows[:, 1].tolist() == [float(i // p) for i in range(p * p)]
+    cells = set(base.cells) | set(crop.cells)
+    assert (packed[[i for i in range(len(packed)) if i not in cells]] == -1).all()  # the rest: newlines
+    rows, cols = crop.grid
+    if onevision and len(crop.cells) < (packed[:, 0] > 0).sum():  # pooled: bilinear mixes, check the shape only
+        assert len(packed) == p * p + rows * (cols + 1)
+        return
+    best = T.image_processing_utils.select_best_resolution((height, width), cfg.image_grid_pinpoints)
+    across = best[1] // cfg.vision_config.image_size
+    feats = packed[list(crop.cells)]  # [rows*cols, 3]
+    k = feats[:, 0].long() - 1
+    canvas_r = (k // across) * p + feats[:, 1].long()
+    canvas_c = (k % across) * p + feats[:, 2].long()
+    r = torch.arange(rows).repeat_interleave(cols)
+    c = torch.arange(cols).repeat(rows)
+    assert len(set((canvas_r - r).tolist())) == 1 and len(set((canvas_c - c).tolist())) == 1
+
+
+@pytest.mark.parametrize("size", SIZES + [(1000, 200)], ids=["640x480", "300x500", "1000x200"])
+def test_llava_next_crop_cell_painted_through_the_layout_lands_on_that_cell(size):
+    """The crop tile's box: the pixels the layout gives one unpadded cell, painted white, land on that feature of
+    the processor's stitched crops (and the base tile's cell on the base image)."""
+    model, ip, cfg = _llava_next(False)
+    adapter = adapter_for(model)
+    width, height = size
+    p, crop_px = 24, 336
+    best_h, best_w = T.image_processing_utils.select_best_resolution((height, width), cfg.image_grid_pinpoints)
+    down, across = best_h // crop_px, best_w // crop_px
+
+    def canvas(image):  # the processor's crops stitched back: [C, best_h, best_w]
+        pv = ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"][0]
+        crops = pv[1: 1 + down * across].reshape(down, across, 3, crop_px, crop_px)
+        return crops.transpose(2, 0, 3, 1, 4).reshape(3, best_h, best_w), pv[0]
+
+    n = p * p
+    _, (rows, cols), _ = llava_next_geometry((height, width), cfg.image_grid_pinpoints, crop_px, 14)
+    layout_n = n + rows * (cols + 1)
+    base, crop = adapter.tiles(ImageLayout(list(range(layout_n)), (1, layout_n)), [], width, height)
+    black_canvas, black_base = canvas(Image.new("RGB", size))
+    feature_grid = (best_h // 14, best_w // 14)
+    # which canvas feature holds crop cell (0, 0): the unpadded block's corner
+    top = (feature_grid[0] - rows) // 2 if width / height > feature_grid[1] / feature_grid[0] else 0
+    left = (feature_grid[1] - cols) // 2 if top == 0 and width / height <= feature_grid[1] / feature_grid[0] else 0
+    for k in (cols + 1, (rows // 2) * cols + cols // 2, rows * cols - 2):
+        mask = _cell_pixels(crop, k, width, height)
+        lit, _ = canvas(_painted(mask))
+        bright = _blocks(lit, feature_grid) - _blocks(black_canvas, feature_grid)
+        r, c = divmod(k, cols)
+        assert bright[top + r, left + c] > 0.8, (k, bright.round(1))
+        others = bright.copy()
+        others[top + r, left + c] = 0
+        assert others.max() < 0.2
+    mask = _cell_pixels(base, p + 3, width, height)
+    _, lit_base = canvas(_painted(mask))
+    bright = _blocks(lit_base, (p, p)) - _blocks(black_base, (p, p))
+    assert bright[1, 3] > 0.8 and np.delete(bright.ravel(), p + 3).max() < 0.2
+
+
+# ----------------------------------------------------------------------------- traced stores
+@pytest.mark.parametrize("name", ["llava_next", "idefics3"])
+def test_heatmap_of_a_tiled_trace_is_one_stitched_map_over_the_whole_image(name, tmp_path):
+    """Traced through the pipeline, the samples table keeps the tiles; `afip-probe heatmap` draws one map
+    stitched from the crops that covers the whole image (the overview beside it), equal to the recorded map
+    placed cell by cell on the crops' boxes."""
+    import matplotlib.pyplot as plt
+
+    from afip_probe import store as st
+    from afip_probe.cli import main
+    from afip_probe.models import LoadedModel
+    from afip_probe.pipelines.settings import GenerationSettings
+    from afip_probe.pipelines.tracing import trace_images
+    from afip_probe.plots.store_maps import image_attention, tiles_of, token_heatmap
+    from afip_probe.records import read_tiles
+
+    model, processor = families.BUILDERS[name]()
+    loaded = LoadedModel(model, processor, adapter_for(model, processor), name)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, size in enumerate([(64, 48), (30, 50)]):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (size[1], size[0], 3), np.uint8)).save(
+            images / f"im{i}.png")
+    settings = GenerationSettings(model=name, level="maps", max_new_tokens=3, batch_size=2)
+    trace_images(settings, sorted(images.iterdir()), tmp_path / "store", loaded=loaded, progress=False)
+    store = st.open(tmp_path / "store")
+    for _, row in store.samples("ok").iterrows():
+        tiles = read_tiles(row.tiles)
+        assert {t.kind for t in tiles} == {"crop", "overview"}
+        assert tiles == tiles_of(store, row)
+        assert main(["heatmap", str(store.root), row.sample_id, "--step", "1", "--out",
+                     str(tmp_path / f"{row.sample_id}.png")]) == 0
+        fig = token_heatmap(store, row.sample_id, step=1)
+        assert len(fig.axes) >= 2  # the stitched crops, the overview (and a colour bar)
+        drawn = np.ma.filled(fig.axes[0].images[1].get_array(), np.nan)
+        width, height = int(row.image_width), int(row.image_height)
+        # the crops cover the image, LLaVA-NeXT's up to the feature rows unpadding drops at its edges
+        ys, xs = np.mgrid[0:height, 0:width] + 0.5
+        inside = np.zeros((height, width), bool)
+        for t in tiles:
+            if t.kind == "crop":
+                inside |= (xs >= t.box[0]) & (xs < t.box[2]) & (ys >= t.box[1]) & (ys < t.box[3])
+        np.testing.assert_array_equal(np.isfinite(drawn), inside)
+        assert inside.mean() > 0.85, name
+        values = image_attention(store, row.sample_id, 1)
+        np.testing.assert_allclose(drawn, tiles_heat(values, [t for t in tiles if t.kind == "crop"], width, height))
+        plt.close("all")
