@@ -24,7 +24,7 @@ import transformers as T
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from afip_probe.models.tiny import DEFAULT_CORPUS, LLAVA_TEMPLATE, tiny_llava
+from afip_probe.models.tiny import DEFAULT_CORPUS, LLAVA_TEMPLATE, image_only, tiny_llava
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM = 64, 3, 4, 2, 16
 
@@ -110,7 +110,7 @@ def llava_onevision() -> tuple[Any, Any]:
     tok = tokenizer(video_token="<video>")
     pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
     ip = T.LlavaOnevisionImageProcessor(size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints)
-    proc = _ImageOnly.make(T.LlavaOnevisionProcessor)(image_processor=ip, tokenizer=tok, video_processor=None, num_image_tokens=16,
+    proc = image_only(T.LlavaOnevisionProcessor)(image_processor=ip, tokenizer=tok, video_processor=None, num_image_tokens=16,
                                      vision_feature_select_strategy="full", chat_template=template("<image>"))
     cfg = T.LlavaOnevisionConfig(vision_config=_siglip(), text_config=text_config(T.Qwen2Config, tok),
                                  image_token_index=tok.image_token_id, video_token_index=tok.convert_tokens_to_ids("<video>"),
@@ -162,28 +162,13 @@ def paligemma(version: int = 2) -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------- Qwen3-VL, GLM-4V
-class _ImageOnly:
-    """Qwen3-VL / GLM-4V processors insist on a video processor (torchvision); images only need none."""
-
-    @staticmethod
-    def make(base: type) -> type:
-        class ImageOnlyProcessor(base):  # type: ignore[misc, valid-type]
-            def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
-                if argument_name == "video_processor" and argument is None:
-                    return None
-                return super().check_argument_for_proper_class(argument_name, argument)
-
-        ImageOnlyProcessor.__name__ = base.__name__
-        return ImageOnlyProcessor
-
-
 def qwen3_vl(moe: bool = False) -> tuple[Any, Any]:
     """Qwen3-VL (and its MoE): the grid from `image_grid_thw`, merged 2x2."""
     tok = tokenizer("<|image_pad|>", video_token="<|video_pad|>", vision_start_token="<|vision_start|>",
                     vision_end_token="<|vision_end|>")
     ip = T.Qwen2VLImageProcessor(min_pixels=16 * 16 * 4, max_pixels=16 * 16 * 16, patch_size=16, merge_size=2,
                                  temporal_patch_size=2)
-    proc = _ImageOnly.make(T.Qwen3VLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
+    proc = image_only(T.Qwen3VLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
                                               chat_template=template("<|vision_start|><|image_pad|><|vision_end|>"))
     half = HEAD_DIM // 2
     rope = {"rope_type": "default", "mrope_section": [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8],
@@ -210,7 +195,7 @@ def glm4v() -> tuple[Any, Any]:
     tok = tokenizer("<|image|>", video_token="<|video|>")
     ip = T.Glm4vImageProcessor(size={"shortest_edge": 16 * 16 * 4, "longest_edge": 16 * 16 * 16}, patch_size=16,
                                merge_size=2, temporal_patch_size=2)
-    proc = _ImageOnly.make(T.Glm4vProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
+    proc = image_only(T.Glm4vProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
                                             chat_template=template("<|begin_of_image|><|image|><|end_of_image|>"))
     # rotary over half of the 16 head dims: 4 frequency pairs, split (temporal, height, width)
     rope = {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
@@ -235,7 +220,7 @@ def idefics3(smol: bool = False) -> tuple[Any, Any]:
     ip = ip_cls(size={"longest_edge": 96}, max_image_size={"longest_edge": 32})
     proc_cls = T.SmolVLMProcessor if smol else T.Idefics3Processor
     kw = dict(video_processor=None) if smol else {}
-    proc = (_ImageOnly.make(proc_cls) if smol else proc_cls)(image_processor=ip, tokenizer=tok, image_seq_len=4,
+    proc = (image_only(proc_cls) if smol else proc_cls)(image_processor=ip, tokenizer=tok, image_seq_len=4,
                                                              chat_template=template("<image>"), **kw)
     if smol:  # its chat template reads the video processor's frame settings, even for images
         proc.video_processor = SimpleNamespace(num_frames=1, fps=1)
@@ -256,7 +241,7 @@ def internvl() -> tuple[Any, Any]:
     tok = tokenizer("<IMG_CONTEXT>", start_image_token="<img>", end_image_token="</img>",
                     context_image_token="<IMG_CONTEXT>", video_token="<video>")
     ip = T.GotOcr2ImageProcessor(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4)
-    proc = _ImageOnly.make(T.InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
+    proc = image_only(T.InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
                                                image_seq_length=4, chat_template=template("<IMG_CONTEXT>"))
     vision = T.InternVLVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                     image_size=[32, 32], patch_size=[8, 8])

@@ -162,9 +162,13 @@ def test_softcapped_attention_matches_eager_and_sdpa_is_not_used():
     assert np.abs(scores).max() < cap
 
 
-@pytest.mark.parametrize("corrector", ["afip:layers=2-,alpha=0.5", "pai:alpha=0.5", "hgai:alpha=0.5"])
-@pytest.mark.parametrize("name", ["gemma3", "paligemma2", "lfm2_vl", "llava_next"])
-def test_correctors_run_and_are_recorded_on_other_families(name, corrector):
+CORRECTOR_RUNS = [(name, "afip:layers=2-,alpha=0.5") for name in sorted(families.BUILDERS)] + [
+    (name, spec) for name in ("gemma3", "paligemma2", "lfm2_vl", "llava_next", "idefics3")
+    for spec in ("pai:alpha=0.5", "hgai:alpha=0.5")]
+
+
+@pytest.mark.parametrize("name,corrector", CORRECTOR_RUNS)
+def test_correctors_run_and_are_recorded_on_every_family(name, corrector):
     """A corrector on a windowed, softcapped or hybrid decoder: generation runs, the corrected rows are
     recorded, and at prefill the raw rows up to the first corrected layer (decoder layer 2: the spec's and the
     baselines' default) equal those of a plain trace (the correction changes only what follows)."""

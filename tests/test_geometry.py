@@ -21,6 +21,7 @@ from PIL import Image
 
 from afip_probe.models import adapter_for
 from afip_probe.models.llava_next import llava_next_geometry
+from afip_probe.models.tiny import image_only
 from afip_probe.plots.heatmap import tiles_heat
 from afip_probe.records.layout import ImageLayout
 
@@ -69,7 +70,7 @@ def _idefics3(smol: bool):
                              end_of_utterance_token="<end_of_utterance>")
     if smol:
         ip = T.SmolVLMImageProcessor(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512})
-        proc = families._ImageOnly.make(T.SmolVLMProcessor)(image_processor=ip, tokenizer=tok, image_seq_len=64,
+        proc = image_only(T.SmolVLMProcessor)(image_processor=ip, tokenizer=tok, image_seq_len=64,
                                                              video_processor=None, chat_template=families.template("<image>"))
         proc.video_processor = SimpleNamespace(num_frames=1, fps=1)
     else:
@@ -94,7 +95,7 @@ def _got_ocr2(aya: bool):
                                  context_image_token="<IMG_CONTEXT>", video_token="<video>")
         ip = T.GotOcr2ImageProcessor(size={"height": 448, "width": 448}, crop_to_patches=True, min_patches=1,
                                      max_patches=12)
-        proc = families._ImageOnly.make(T.InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
+        proc = image_only(T.InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
                                                              image_seq_length=256,
                                                              chat_template=families.template("<IMG_CONTEXT>"))
     return model, proc, lambda image: ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"]

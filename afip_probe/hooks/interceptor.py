@@ -9,6 +9,11 @@ which feeds the recorder and, when given, score modifiers (the AFIP corrector). 
 changed gets its output from the modified scores; in a decoding step (one query row) SDPA is then
 not run at all. Rows nobody changed keep SDPA's output exactly.
 
+Keys are mapped to sequence positions per layer (`RunMasks.view`): a sliding-window or chunked
+layer's cache hands over the last keys only (key j is position offset + j), a static cache its whole
+preallocated length (the empty slots are left out). Layers that cap their logits (``softcap``:
+Gemma 2, PaliGemma 2) are scored capped and computed with the eager math, which SDPA cannot do.
+
 Example:
     >>> import afip_probe
     >>> from afip_probe.models import tiny, adapter_for

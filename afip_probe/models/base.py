@@ -77,6 +77,8 @@ class ModelAdapter:
     family = "generic"
     #: the family's image tokens form one square grid (the generic guess is then right; no warning)
     square_grid = False
+    #: the processor resizes the whole image (no crop, no pad): the grid covers all of it
+    covers_whole_image = False
     #: key of the decoder's sub-config (used to set the attention implementation per backbone)
     text_config_key: str | None = "text_config"
 
@@ -191,6 +193,8 @@ class ModelAdapter:
     def image_region(self, width: int, height: int) -> tuple[float, float, float, float]:
         """(x0, y0, x1, y1): the box of an original `width` x `height` image that the patch grid covers,
         from the processor's resize / pad / crop settings (see `afip_probe.records.layout.processor_region`)."""
+        if self.covers_whole_image:
+            return 0.0, 0.0, float(width), float(height)
         image_processor = getattr(self.processor, "image_processor", None)
         if image_processor is None:
             return grid_region(self.family, width, height)

@@ -30,6 +30,7 @@ def pixtral_grid(size: tuple[int, int], patch: int, merge: int) -> tuple[int, in
 class PaliGemmaAdapter(ModelAdapter):
     family = "paligemma"
     square_grid = True
+    covers_whole_image = True
 
     def build_prompt(self, prompt: str) -> str:
         """PaliGemma has no chat template: its processor puts the image tokens and <bos> before the prompt."""
@@ -37,12 +38,11 @@ class PaliGemmaAdapter(ModelAdapter):
             return super().build_prompt(prompt)
         return prompt
 
-    def image_region(self, width: int, height: int) -> tuple[float, float, float, float]:
-        return 0.0, 0.0, float(width), float(height)
 
 
 class Mistral3Adapter(ModelAdapter):
     family = "mistral3"
+    covers_whole_image = True
 
     def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
         sizes = inputs.get("image_sizes")
@@ -52,5 +52,3 @@ class Mistral3Adapter(ModelAdapter):
         merge = int(self.model.config.spatial_merge_size)
         return [pixtral_grid(tuple(size), patch, merge) for size in sizes.tolist()]
 
-    def image_region(self, width: int, height: int) -> tuple[float, float, float, float]:
-        return 0.0, 0.0, float(width), float(height)

@@ -10,6 +10,7 @@ from .base import ModelAdapter
 
 class Qwen2VLAdapter(ModelAdapter):
     family = "qwen2_vl"
+    covers_whole_image = True  # smart resize of the whole image to multiples of patch x merge
 
     def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
         thw = inputs.get("image_grid_thw")
@@ -21,9 +22,6 @@ class Qwen2VLAdapter(ModelAdapter):
         merge = int(self.model.config.vision_config.spatial_merge_size)
         return [(int(h) // merge, int(w) // merge) for _, h, w in thw.tolist()]
 
-    def image_region(self, width: int, height: int) -> tuple[float, float, float, float]:
-        """Qwen2-VL resizes the whole image (to multiples of patch x merge): the grid covers all of it."""
-        return 0.0, 0.0, float(width), float(height)
 
 
 class Qwen25VLAdapter(Qwen2VLAdapter):

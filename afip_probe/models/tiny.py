@@ -176,9 +176,9 @@ def tiny_llava(
     return model, processor
 
 
-def _qwen_processor_class(family: str) -> type:
-    """Qwen processors insist on a video processor, which needs torchvision; allow none for images only."""
-    base = transformers.Qwen2VLProcessor if family == "qwen2_vl" else transformers.Qwen2_5_VLProcessor
+def image_only(base: type) -> type:
+    """`base`, a processor class that insists on a video processor (which needs torchvision), accepting none:
+    for images only (Qwen-VL, GLM-4V, InternVL, SmolVLM, LLaVA-OneVision)."""
 
     class ImageOnlyProcessor(base):  # type: ignore[misc, valid-type]
         def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
@@ -188,6 +188,10 @@ def _qwen_processor_class(family: str) -> type:
 
     ImageOnlyProcessor.__name__ = base.__name__
     return ImageOnlyProcessor
+
+
+def _qwen_processor_class(family: str) -> type:
+    return image_only(transformers.Qwen2VLProcessor if family == "qwen2_vl" else transformers.Qwen2_5_VLProcessor)
 
 
 def tiny_qwen2_vl(
