@@ -4,7 +4,8 @@ In ONE process, with interleaved repetitions (the variants' order is shuffled ev
 times one greedy ``generate()`` of exactly N new tokens (``min_new_tokens = max_new_tokens``) for:
 
     plain   SDPA, no afip-probe
-    stats / maps / full   traced at that record level
+    stats / maps / full   traced at that record level, exact (every output is SDPA's)
+    stats-fast / maps-fast   traced with exact=False (a decoding step's output from the recorded row)
     eager   eager attention with output_attentions=True, return_dict_in_generate=True
     afip / pai / hgai     a corrector on (no recording)
 
@@ -45,7 +46,7 @@ import afip_probe  # noqa: E402
 from afip_probe.correctors import AFIP, HGAI, PAI  # noqa: E402
 from afip_probe.models import LoadedModel, adapter_for, load, tiny  # noqa: E402
 
-VARIANTS = ["plain", "stats", "maps", "full", "eager", "afip", "pai", "hgai"]
+VARIANTS = ["plain", "stats", "maps", "full", "stats-fast", "maps-fast", "eager", "afip", "pai", "hgai"]
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -136,8 +137,9 @@ def runner(m: LoadedModel, variant: str, inputs: dict[str, Any], n: int) -> Call
     def go() -> Any:
         if variant == "plain":
             return model.generate(**inputs, **kwargs)
-        if variant in ("stats", "maps", "full"):
-            with afip_probe.trace(model, m.processor, level=variant, adapter=m.adapter) as rec:
+        if variant.split("-")[0] in ("stats", "maps", "full"):
+            level, _, mode = variant.partition("-")
+            with afip_probe.trace(model, m.processor, level=level, adapter=m.adapter, exact=mode != "fast") as rec:
                 model.generate(**inputs, **kwargs)
             return rec.traces
         if variant == "eager":
@@ -172,11 +174,18 @@ def bench_model(m: LoadedModel, tokens: list[int], reps: int, variants: list[str
             for v in order:
                 fn = runner(m, v, inputs, n)
                 with torch.inference_mode(), (PeakMemory(dev) if rep == reps else contextlib.nullcontext()) as mem:
-                    start = time.perf_counter()
-                    out = fn()
-                    if dev.type == "cuda":
+                    if dev.type == "cuda":  # CUDA events after a synchronize: the GPU's time, not the launch queue's
                         torch.cuda.synchronize(dev)
-                    elapsed = time.perf_counter() - start
+                        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                        begin.record()
+                        out = fn()
+                        end.record()
+                        torch.cuda.synchronize(dev)
+                        elapsed = begin.elapsed_time(end) / 1000
+                    else:
+                        start = time.perf_counter()
+                        out = fn()
+                        elapsed = time.perf_counter() - start
                 del out
                 if rep == reps:
                     mems[v] = mem.peak

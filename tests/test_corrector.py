@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -198,9 +199,8 @@ def _plain(model, inputs, n=8):
 @pytest.mark.parametrize(
     "cfg",
     [AFIP(head_correction=False, history=False, gate=False, layers=[0, 1, 2]),
-     AFIP(alpha=0.5, gamma=0.5, tau=-1e9, layers=[0, 1, 2]),
      PAI(alpha=0.0), HGAI(alpha=0.0)],
-    ids=["all-switches-off", "tau-below-every-gap", "pai-alpha0", "hgai-alpha0"],
+    ids=["all-switches-off", "pai-alpha0", "hgai-alpha0"],
 )
 def test_no_op_settings_are_token_identical(gen_model, cfg):
     _name, model, inputs = gen_model
@@ -208,6 +208,23 @@ def test_no_op_settings_are_token_identical(gen_model, cfg):
     with afip_probe.correct(model, cfg):
         corrected = _plain(model, inputs)
     assert torch.equal(plain, corrected)
+
+
+def test_shut_gates_add_exactly_nothing(gen_model):
+    """With τ below every gap no gate opens: the corrected rows equal the raw ones exactly. (The corrector
+    does not test for that case, which would be a host sync per layer on a GPU, so the outputs come from
+    the row, softmax(B)·V, equal to SDPA's up to float rounding: the first step's logits to 1e-4.)"""
+    _name, model, inputs = gen_model
+    kwargs = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    plain = model.generate(**inputs, **kwargs)
+    cfg = AFIP(alpha=0.5, gamma=0.5, tau=-1e9, layers=[0, 1, 2])
+    with afip_probe.trace(model, level="maps", array_dtype="float32") as rec, afip_probe.correct(model, cfg):
+        shut = model.generate(**inputs, **kwargs)
+    torch.testing.assert_close(shut.logits[0], plain.logits[0], atol=1e-4, rtol=0)
+    for tr in rec.traces:
+        for field in ("var", "img_max_score", "txt_max_score", "lse"):
+            np.testing.assert_array_equal(tr.corrected.head[field], tr.head[field])
+        np.testing.assert_array_equal(tr.corrected.maps, tr.maps)
 
 
 def test_strong_correction_changes_generation(gen_model):

@@ -70,13 +70,15 @@ def test_generation_with_tracing_is_token_identical_to_plain(built):
     assert model.config.text_config._attn_implementation == impl
 
 
-def test_records_equal_eager_at_every_step_and_layer(built):
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "single-read"])
+def test_records_equal_eager_at_every_step_and_layer(built, exact):
     """Per-head VAR, maps and the image / text maxima equal eager attention at 1e-5 (fp32), for a padded batch
-    of three image sizes; keys that left a sliding window or chunk count as no attention."""
+    of three image sizes; keys that left a sliding window or chunk count as no attention. Both modes: SDPA's
+    outputs (exact) and decoding steps computed from the recorded row (`exact=False`)."""
     name, model, processor = built
     adapter, inputs = _inputs(model, processor)
     sequences, eager = _eager(model, inputs)
-    with afip_probe.trace(model, processor, level="full", array_dtype="float32") as rec:
+    with afip_probe.trace(model, processor, level="full", array_dtype="float32", exact=exact) as rec:
         traced = model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
     assert torch.equal(sequences, traced), name
     prompt = inputs["input_ids"].shape[1]

@@ -57,13 +57,15 @@ def test_restored_after_exception(family_model):
     assert "generate" not in model.__dict__
 
 
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "single-read"])
 @pytest.mark.parametrize("n", [3, 1], ids=["padded-batch", "single"])  # gathered and sliced image keys
-def test_records_equal_eager_output_attentions(family_model, n):
-    """Every step, layer and head: image attention, VAR, the maxima and Eqs. 1 and 3 equal eager's."""
+def test_records_equal_eager_output_attentions(family_model, n, exact):
+    """Every step, layer and head: image attention, VAR, the maxima and Eqs. 1 and 3 equal eager's, in both
+    output modes (`trace(exact=False)` computes decoding steps from the recorded row)."""
     _, model, processor = family_model
     inputs = _inputs(model, processor, n)
     sequences, eager = _eager_rows(model, inputs)
-    with afip_probe.trace(model, processor, level="full", array_dtype="float32") as rec:
+    with afip_probe.trace(model, processor, level="full", array_dtype="float32", exact=exact) as rec:
         traced = model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
     assert torch.equal(sequences, traced)
     assert len(rec.traces) == n

@@ -25,7 +25,7 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationSettings)}
 def add_generation_flags(parser: argparse.ArgumentParser, *, record: bool = False, model_required: bool = False,
                          prompt: bool = True, **defaults: Any) -> None:
     """Add --model, --prompt, --max-new-tokens, --batch-size, --dtype, --device, --seed,
-    --trust-remote-code, --do-sample (and --record when the command traces). `defaults` overrides a default where a
+    --trust-remote-code, --do-sample (and --record, --single-read when the command traces). `defaults` overrides a default where a
     command's job needs another one (e.g. POPE answers need few new tokens)."""
     d = {**DEFAULTS, **defaults}
     g = parser.add_argument_group("generation")
@@ -38,6 +38,9 @@ def add_generation_flags(parser: argparse.ArgumentParser, *, record: bool = Fals
     if record:
         g.add_argument("--record", dest="level", default=d["level"], choices=LEVELS,
                        help="record level (default: %(default)s)")
+        g.add_argument("--single-read", dest="exact", action="store_false",
+                       help="decoding steps take their output from the recorded score row instead of SDPA: "
+                       "faster, outputs equal up to float rounding (README: what tracing costs)")
     g.add_argument("--max-new-tokens", type=int, default=d["max_new_tokens"],
                    help="tokens to generate per image (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=d["batch_size"],

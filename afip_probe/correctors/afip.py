@@ -145,7 +145,8 @@ def text_max(scores: torch.Tensor, context: Any) -> torch.Tensor:
 
 def correction(scores: torch.Tensor, img: torch.Tensor, ring: torch.Tensor, m: int, written: int,
                context: Any, cfg: AFIP) -> torch.Tensor | None:
-    """G·(Δ1 + Δ2) on the image keys, [B, H, n] (zero on padded image slots), or None if all gates are shut.
+    """G·(Δ1 + Δ2) on the image keys, [B, H, n] (zero on padded image slots and where the gate is shut), or
+    None when the switches leave nothing to add.
 
     img [B, H, n] this step's image scores; ring [B, H, W, n] the previous rows (`written` so far, the
     last `m` of them usable).
@@ -156,9 +157,8 @@ def correction(scores: torch.Tensor, img: torch.Tensor, ring: torch.Tensor, m: i
     gate = None
     if cfg.gate:
         v_max = (img.masked_fill(~valid[:, None, :], NEG_INF) if ragged else img).amax(-1)  # [B, H]
+        # no early exit when every gate is shut: testing that would wait for the device (a sync per layer)
         gate = (text_max(scores, context) - v_max) < cfg.tau
-        if not bool(gate.any()):
-            return None
     delta = None
     if cfg.head_correction:
         mag = img.abs()  # [B, H, n]

@@ -90,8 +90,10 @@ def last_row_scores(
 class _Session:
     """One active `trace`/`correct` context: which modules to act on and what to do with their rows."""
 
-    def __init__(self, adapter: ModelAdapter, recorder: Recorder | None, modifiers: Sequence[ScoreModifier]):
+    def __init__(self, adapter: ModelAdapter, recorder: Recorder | None, modifiers: Sequence[ScoreModifier],
+                 exact: bool = True):
         self.adapter = adapter
+        self.exact = exact  # False: decoding steps of traced layers take their output from the score row
         self.recorder = recorder
         self.modifiers = list(modifiers)
         self.layer_of = {id(m): i for i, m in enumerate(adapter.attention_modules)}
@@ -128,6 +130,8 @@ class _Session:
         row_key, row_value = (key, value) if kv == key.shape[2] else (key[:, :, :kv], value[:, :, :kv])
         scaling = kwargs.get("scaling")
         if not self.modifiers:
+            if self.recorder is not None and not self.exact and query.shape[2] == 1:
+                return self._decode(layer, query, row_key, row_value, attention_mask, scaling, softcap, kv)
             if self.recorder is not None:  # masked and summarised for all layers at once, per step
                 self.recorder.on_raw_row(layer, query, row_key, scaling, attention_mask, softcap)
             return own(module, query, key, value, attention_mask, **kwargs)
@@ -159,6 +163,21 @@ class _Session:
         output, weights = own(module, query, key, value, attention_mask, **kwargs)  # [B, q, H, d], a new tensor
         output[:, -1] = row
         return output, weights
+
+    def _decode(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attention_mask: torch.Tensor | None, scaling: float | None, softcap: float | None,
+                kv: int) -> tuple[torch.Tensor, None]:
+        """A decoding step read once (`trace(exact=False)`): the score row the recorder keeps is also the one
+        the output is computed from, softmax(B)·V, instead of SDPA reading the keys a second time."""
+        assert self.recorder is not None and self.masks is not None
+        mask = self._row_mask(attention_mask, self.masks.view(kv, self.step))
+        scores = self.recorder.decode_row(layer, query, key, scaling, softcap)  # [B, H, kv], in the step buffer
+        if attention_mask is not None and attention_mask.dtype != torch.bool:  # additive: may carry biases
+            scores.add_(attention_mask[:, :, -1, :kv].float()).masked_fill_(~mask.allowed[:, None, :], float("-inf"))
+        elif mask.hidden is not None:
+            scores.masked_fill_(mask.hidden, float("-inf"))
+        self.recorder.decoded(layer, scores.shape[1], mask.allowed)
+        return _row_output(scores, value).to(query.dtype)[:, None], None
 
     def _row_mask(self, attention_mask: torch.Tensor | None, view: KeyView) -> "_RowMask":
         """The last-row masks for this step and key row (computed once per step and cache kind, not per layer)."""
@@ -352,6 +371,7 @@ def trace(
     array_dtype: str = "float16",
     modifiers: Sequence[ScoreModifier] = (),
     adapter: ModelAdapter | None = None,
+    exact: bool = True,
 ) -> Recorder:
     """Record last-row attention of every decoder layer during `model.generate()`.
 
@@ -359,6 +379,12 @@ def trace(
     `SampleTrace` per sample. Use it in a ``with`` block, or call ``rec.close()`` when done.
     `modifiers` (e.g. the AFIP corrector) change the scores before the output is computed; the
     recorder always sees the unmodified row.
+
+    `exact=True` keeps every layer's output the model's own SDPA output, bit for bit, and scores the
+    last row a second time for the record. `exact=False` reads each decoding step's keys once: the
+    recorded score row is also the one the output is computed from (softmax(B)·V), so the record is
+    exactly the attention that produced the token, and the outputs differ from SDPA's by float rounding
+    (README: "What tracing and correcting cost"). Prefill always runs SDPA.
 
     Example:
         >>> from afip_probe.models import tiny, adapter_for
@@ -371,13 +397,13 @@ def trace(
     """
     adapter = adapter or adapter_for(model, processor)
     recorder = Recorder(adapter.num_layers, adapter.image_token_id, RecordConfig(level, array_dtype))
-    recorder.open(_tracing(model, adapter, recorder, modifiers))
+    recorder.open(_tracing(model, adapter, recorder, modifiers, exact))
     return recorder
 
 
 @contextlib.contextmanager
 def _tracing(model: Any, adapter: ModelAdapter, recorder: Recorder,
-             modifiers: Sequence[ScoreModifier]) -> Iterator[None]:
+             modifiers: Sequence[ScoreModifier], exact: bool = True) -> Iterator[None]:
     active = _active_session(model)
     if active is not None:  # inside `correct(model, ...)`: record in that session
         if active.recorder is not None:
@@ -385,7 +411,7 @@ def _tracing(model: Any, adapter: ModelAdapter, recorder: Recorder,
         with _joined(active, modifiers, recorder):
             yield
         return
-    with _installed(model, _Session(adapter, recorder, modifiers)):
+    with _installed(model, _Session(adapter, recorder, modifiers, exact)):
         yield
 
 

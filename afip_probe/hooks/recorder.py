@@ -89,6 +89,10 @@ class _Run:
         # raw path: each layer's last query row and keys, multiplied out per step into a reused buffer
         self.pending: list[tuple[str, int, torch.Tensor, torch.Tensor]] = []
         self.raw_rows: list[_RawRow] = []
+        # single-read decoding (`trace(exact=False)`): rows the interceptor scored and masked into the step
+        # buffer while computing the layer's output from them: (layer, heads, allowed [B, kv])
+        self.decoded: list[tuple[int, int, torch.Tensor]] = []
+        self.decode_buffers: dict[int, str] = {}  # key length -> step buffer name (reset every step)
 
 
 def _this_step(items: list[tuple[int, list[int], torch.Tensor]], step: int) -> list[tuple[int, list[int], torch.Tensor]]:
@@ -214,6 +218,32 @@ class Recorder(Switch):
         if self._run is not None:
             self._run.raw_rows.append((layer, query[:, :, -1:, :], key, scaling, attention_mask, softcap))
 
+    def decode_row(self, layer: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None,
+                   softcap: float | None) -> torch.Tensor:
+        """A decoding step's unmasked last-row scores [B, H, kv] of `layer`, written into this step's buffer
+        (one per key length, [L, B, H, kv]). The interceptor masks them in place, computes the layer's output
+        from them and calls `decoded`; the step's summary then reads the buffer without scoring again."""
+        b, h, kv = query.shape[0], query.shape[1], key.shape[2]
+        slot = self._work.take(self._decode_buffer(kv), (self.num_layers, b, h, kv), query.device)[layer]
+        row_scores(query, key, scaling, out=slot)
+        if softcap is not None:
+            slot.copy_(capped(slot, softcap))
+        return slot
+
+    def _decode_buffer(self, kv: int) -> str:
+        """The step buffer's name for key rows of length `kv`: one per key length within a step (sliding and
+        full layers differ), the same names every step, so the storage is reused as the keys grow."""
+        assert self._run is not None
+        names = self._run.decode_buffers
+        if kv not in names:
+            names[kv] = f"decoded{len(names)}"
+        return names[kv]
+
+    def decoded(self, layer: int, heads: int, allowed: torch.Tensor) -> None:
+        """`layer`'s row in the step buffer is masked and final (allowed [B, kv]: the keys the mask allows)."""
+        if self._run is not None:
+            self._run.decoded.append((layer, heads, allowed))
+
     def on_corrected(self, layer: int, scores: torch.Tensor, allowed: torch.Tensor) -> None:
         """The same row after score modifiers; kept as `SampleTrace.corrected` next to the raw row."""
         if self._run is not None:
@@ -222,11 +252,31 @@ class Recorder(Switch):
     def _flush(self) -> None:
         """Summarise the step's rows (called when the next forward pass starts or the logits arrive)."""
         run = self._run
-        if run is None or not (run.pending or run.raw_rows):
+        if run is None or not (run.pending or run.raw_rows or run.decoded):
             return
-        raw, pending = run.raw_rows, run.pending
-        run.raw_rows, run.pending = [], []
+        raw, pending, decoded = run.raw_rows, run.pending, run.decoded
+        run.raw_rows, run.pending, run.decoded = [], [], []
         self._summarise(run, run.step, raw, pending)
+        self._summarise_decoded(run, run.step, decoded)
+        run.decode_buffers.clear()
+
+    def _summarise_decoded(self, run: "_Run", step: int, decoded: list[tuple[int, int, torch.Tensor]]) -> None:
+        """Statistics of the rows `decode_row` scored: one `row_stats` call per key length and mask."""
+        groups: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}
+        for item in decoded:
+            groups.setdefault((item[2].shape[-1], id(item[2])), []).append(item)
+        for (kv, _), items in groups.items():
+            layers = [layer for layer, _, _ in items]
+            heads, allowed = items[0][1], items[0][2]
+            rows = self._work.take(self._decode_buffer(kv), (self.num_layers, allowed.shape[0], heads, kv),
+                                   allowed.device)
+            if layers == list(range(layers[0], layers[-1] + 1)):
+                rows = rows[layers[0]: layers[-1] + 1]  # [L', B, H, kv], a view: normally every layer
+            else:
+                rows = rows[layers]
+            view = run.masks.view(kv, step)
+            st = row_stats(rows, view.is_image, allowed, view.index, self._work)
+            run.raw.add(step, layers, st, self.config)
 
     def _summarise(self, run: "_Run", step: int, raw: list["_RawRow"],
                    pending: list[tuple[str, int, torch.Tensor, torch.Tensor]]) -> None:

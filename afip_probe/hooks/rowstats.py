@@ -104,22 +104,23 @@ def row_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None,
     """Unmasked pre-softmax scores of the last query row, [B, H, kv] float32 (GQA keys shared, not copied).
 
     query [B, H, q, d] (only the last row is used), key [B, H_kv, kv, d]. `out`, a contiguous float32
-    [B, H, kv] tensor, receives the scores (no new allocation).
+    [B, H, kv] tensor, receives the scores (no new allocation). One `baddbmm` per call: the row vectors of
+    each KV head's query heads times its keys, scaled in the same kernel (as eager attention does,
+    (q·k)·scaling).
     """
     b, h, _, d = query.shape
     h_kv, kv = key.shape[1], key.shape[2]
     rep = h // h_kv
     scale = scaling if scaling is not None else d**-0.5
     q_last = query[:, :, -1, :].reshape(b * h_kv, rep, d)  # [B H_kv, rep, d]
-    q_last = q_last.float() * scale if q_last.dtype != torch.float32 or scale != 1.0 else q_last
-    k = key if key.dtype == torch.float32 else key.float()
+    k = key.reshape(b * h_kv, kv, d)  # a view of the cache's contiguous keys
+    if q_last.dtype != torch.float32:
+        q_last, k = q_last.float(), k.float()
     if out is None:
         out = torch.empty(b, h, kv, dtype=torch.float32, device=query.device)
-    # one matrix product per (sample, KV head): [kv, d] @ [d, rep], stored transposed as [rep, kv]
-    if rep == 1:  # [kv, 1] has the memory layout of [1, kv]
-        torch.bmm(k.reshape(b * h_kv, kv, d), q_last.transpose(1, 2), out=out.view(b * h_kv, kv, 1))
-    else:
-        torch.bmm(q_last, k.reshape(b * h_kv, kv, d).transpose(1, 2), out=out.view(b * h_kv, rep, kv))
+    rows = out.view(b * h_kv, rep, kv)
+    # beta=0: the input (out's old contents) is ignored, NaN included
+    torch.baddbmm(rows, q_last, k.transpose(1, 2), beta=0, alpha=scale, out=rows)
     return out
 
 

@@ -43,6 +43,7 @@ class GenerationSettings:
     seed: int = 0  # every batch starts from torch.manual_seed(seed + batch number)
     do_sample: bool = False  # greedy unless asked
     trust_remote_code: bool = False
+    exact: bool = True  # traced layers keep SDPA's outputs; False: decoding steps read their keys once
 
     def __post_init__(self) -> None:
         require_positive(self.max_new_tokens, "--max-new-tokens")
@@ -79,6 +80,7 @@ class GenerationSettings:
             "decoder_layers": list(loaded.adapter.decoder_layers),
             "num_heads": loaded.adapter.num_heads,
             "decoding": "sample" if self.do_sample else "greedy",
+            "exact_outputs": self.exact,
         }
 
 
