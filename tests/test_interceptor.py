@@ -250,3 +250,30 @@ def test_trace_and_correct_work_without_with():
         np.testing.assert_array_equal(a.corrected.head["var"], b.corrected.head["var"])
     assert rec.traces[2].corrected is None  # the corrector was closed before the third call
     assert torch.equal(plain_inside_trace, model.generate(**inputs, max_new_tokens=5, do_sample=False))
+
+
+def test_batched_summaries_equal_per_step_ones(family_model, monkeypatch):
+    """Small rows are staged and summarised many steps at once (`recorder._Block`); the records equal those
+    summarised step by step."""
+    from afip_probe.hooks import recorder
+
+    _, model, processor = family_model
+    inputs = _inputs(model, processor)
+    runs, staged = {}, []
+    stage = recorder._Block.stage
+    monkeypatch.setattr(recorder._Block, "stage", lambda self, *a: (staged.append(self.start), stage(self, *a)))
+    monkeypatch.setattr(recorder._Block, "MAX_STEPS", 4)  # several blocks in 7 steps
+    for name, min_steps in (("batched", 2), ("per-step", 10**9)):
+        monkeypatch.setattr(recorder._Block, "MIN_STEPS", min_steps)
+        with afip_probe.trace(model, processor, level="full", array_dtype="float32") as rec:
+            model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+        runs[name] = rec.traces
+        if name == "batched":
+            assert sorted(set(staged)) == [0, 4], staged  # two blocks: steps 0-3 and 4-6
+    for a, b in zip(runs["batched"], runs["per-step"]):
+        for f in HEAD_FIELDS:
+            np.testing.assert_allclose(a.head[f], b.head[f], atol=1e-6, rtol=1e-6, err_msg=f)
+        for f in a.layer:
+            np.testing.assert_allclose(a.layer[f], b.layer[f], atol=1e-6, rtol=1e-6, err_msg=f)
+        np.testing.assert_allclose(a.maps, b.maps, atol=1e-7)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)

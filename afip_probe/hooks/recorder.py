@@ -68,6 +68,55 @@ class _Rows:
 _RawRow = tuple[int, torch.Tensor, torch.Tensor, "float | None", Any, "float | None"]
 
 
+class _Block:
+    """Consecutive steps' masked score rows staged for one `row_stats` call, for models whose rows are small
+    (the organism; any model where a summary's ~45 small operations per step cost more than its arithmetic).
+
+    Step s's row of kv keys lies in a [KV]-key row, KV = kv0 + capacity − 1: its first kv − 1 keys in place,
+    −inf (and not allowed) up to KV − 1, and the query's own key last, where `row_stats` expects it. Only
+    layers whose key 0 is position 0 are staged (no sliding window), so every step shares one image index.
+    """
+
+    #: stage when a step's rows take at most this many bytes (then up to `MAX_STEPS` steps per summary)
+    STEP_BYTES = 256 * 1024
+    MAX_STEPS = 64
+    MIN_STEPS = 8  # fewer: the copy in costs about what batching saves, summarise every step
+
+    def __init__(self, work: Workspace, start: int, layers: list[int], rows: torch.Tensor, steps: int):
+        n_layers, b, h, kv = rows.shape
+        self.start, self.layers, self.kv0, self.capacity, self.count = start, layers, kv, steps, 0
+        self.width = kv + steps - 1  # KV
+        self.rows = work.take("block", (steps, n_layers, b, h, self.width), rows.device)  # [S, L', B, H, KV]
+        self.allowed = torch.zeros(steps, 1, b, self.width, dtype=torch.bool, device=rows.device)  # [S, 1, B, KV]
+
+    @staticmethod
+    def steps_for(rows: torch.Tensor) -> int:
+        """How many steps to stage for rows [L', B, H, kv] (1: summarise every step)."""
+        per_step = rows[..., :1].numel() * (rows.shape[-1] + _Block.MAX_STEPS) * 4
+        return max(1, min(_Block.MAX_STEPS, _Block.STEP_BYTES * _Block.MAX_STEPS // max(per_step, 1)))
+
+    def accepts(self, step: int, layers: list[int], rows: torch.Tensor) -> bool:
+        s = step - self.start
+        return (0 <= s < self.capacity and s == self.count and layers == self.layers
+                and rows.shape[-1] == self.kv0 + s and rows.shape[:-1] == self.rows.shape[1:-1])
+
+    def stage(self, rows: torch.Tensor, allowed: torch.Tensor) -> None:
+        """Copy one step's rows [L', B, H, kv] and allowed keys [B, kv] in; the own key goes last."""
+        kv, s = rows.shape[-1], self.count
+        dst = self.rows[s]
+        dst[..., : kv - 1].copy_(rows[..., : kv - 1])
+        dst[..., kv - 1: self.width - 1].fill_(float("-inf"))
+        dst[..., -1].copy_(rows[..., -1])
+        row = self.allowed[s, 0]
+        row[:, : kv - 1].copy_(allowed[..., : kv - 1])
+        row[:, -1].copy_(allowed[..., -1])
+        self.count += 1
+
+    @property
+    def full(self) -> bool:
+        return self.count == self.capacity
+
+
 class _Run:
     """Buffers of one generate() call, on the model's device until the run ends."""
 
@@ -93,6 +142,7 @@ class _Run:
         # buffer while computing the layer's output from them: (layer, heads, allowed [B, kv])
         self.decoded: list[tuple[int, int, torch.Tensor]] = []
         self.decode_buffers: dict[int, str] = {}  # key length -> step buffer name (reset every step)
+        self.block: _Block | None = None  # steps staged for one batched summary (small models, see _Block)
 
 
 def _this_step(items: list[tuple[int, list[int], torch.Tensor]], step: int) -> list[tuple[int, list[int], torch.Tensor]]:
@@ -160,6 +210,7 @@ class Recorder(Switch):
         if run is None or run.pending_logp is None:
             return None
         self._flush()
+        self._flush_block(run)  # a streamer wants this step now: no batching across steps
         step = run.step
         head = np.zeros((1, self.num_layers, len(HEAD_FIELDS), 0), dtype=np.float32)
         layer = np.zeros((1, self.num_layers, len(LAYER_FIELDS)), dtype=np.float32)
@@ -260,6 +311,36 @@ class Recorder(Switch):
         self._summarise_decoded(run, run.step, decoded)
         run.decode_buffers.clear()
 
+    def _raw_stats(self, run: "_Run", step: int, layers: list[int], rows: torch.Tensor, allowed: torch.Tensor) -> None:
+        """Statistics of one step's raw rows [L', B, H, kv] (masked, or left to `allowed` [B, kv]): now, or
+        staged with the next steps' and summarised in one batch (`_Block`)."""
+        kv = rows.shape[-1]
+        view = run.masks.view(kv, step)
+        if view.offset != 0 or kv < 2 or _Block.steps_for(rows) < _Block.MIN_STEPS:  # windowed, or large rows
+            run.raw.add(step, layers, row_stats(rows, view.is_image, allowed, view.index, self._work), self.config)
+            return
+        block = run.block
+        if block is not None and not block.accepts(step, layers, rows):
+            self._flush_block(run)
+            block = None
+        if block is None:
+            block = run.block = _Block(self._work, step, layers, rows, _Block.steps_for(rows))
+        block.stage(rows, allowed)
+        if block.full:
+            self._flush_block(run)
+
+    def _flush_block(self, run: "_Run") -> None:
+        """Summarise the staged steps in one `row_stats` call and file each step's statistics."""
+        block, run.block = run.block, None
+        if block is None or block.count == 0:
+            return
+        n = block.count
+        view = run.masks.view(block.width, block.start)  # key 0 is position 0: one image index for every step
+        st = row_stats(block.rows[:n], view.is_image, block.allowed[:n], view.index, self._work)
+        for i in range(n):
+            run.raw.add(block.start + i, block.layers,
+                        RowStats(st.head[i], st.layer[i], st.img_mean_probs[i], st.img_scores[i]), self.config)
+
     def _summarise_decoded(self, run: "_Run", step: int, decoded: list[tuple[int, int, torch.Tensor]]) -> None:
         """Statistics of the rows `decode_row` scored: one `row_stats` call per key length and mask."""
         groups: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}
@@ -274,9 +355,7 @@ class Recorder(Switch):
                 rows = rows[layers[0]: layers[-1] + 1]  # [L', B, H, kv], a view: normally every layer
             else:
                 rows = rows[layers]
-            view = run.masks.view(kv, step)
-            st = row_stats(rows, view.is_image, allowed, view.index, self._work)
-            run.raw.add(step, layers, st, self.config)
+            self._raw_stats(run, step, layers, rows, allowed)
 
     def _summarise(self, run: "_Run", step: int, raw: list["_RawRow"],
                    pending: list[tuple[str, int, torch.Tensor, torch.Tensor]]) -> None:
@@ -287,10 +366,8 @@ class Recorder(Switch):
         for i, items in enumerate(groups.values()):
             mask, kv = items[0][4], items[0][2].shape[2]
             rows = self._score_rows(items, f"rows{i}")  # [L', B, H, kv]
-            view = run.masks.view(kv, step)
-            rows, allowed = mask_rows(rows, mask, view.is_image)
-            st = row_stats(rows, view.is_image, allowed, view.index, self._work)
-            run.raw.add(step, [item[0] for item in items], st, self.config)
+            rows, allowed = mask_rows(rows, mask, run.masks.view(kv, step).is_image)
+            self._raw_stats(run, step, [item[0] for item in items], rows, allowed)
         kinds: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
         for kind, layer, scores, allowed in pending:
             kinds.setdefault(kind, []).append((layer, scores, allowed))
@@ -318,6 +395,8 @@ class Recorder(Switch):
     def finish_run(self, sequences: torch.Tensor, eos_token_ids: list[int]) -> list[SampleTrace]:
         """Split the run's buffers into one `SampleTrace` per sample and append them to `traces`."""
         self._flush()
+        if self._run is not None:
+            self._flush_block(self._run)
         run = self._run
         self._run = None
         if run is None:

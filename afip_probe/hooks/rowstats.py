@@ -196,6 +196,7 @@ class RunMasks:
         self.prompt = is_image_prompt  # [B, P]
         self.index: ImageIndex = image_index(is_image_prompt)
         self._views: dict[tuple[int, int], KeyView] = {}
+        self._padded = image_keys(is_image_prompt, 2 * is_image_prompt.shape[1])  # [B, 2P], see _image_keys
 
     def sequence_length(self, step: int) -> int:
         """Positions in the sequence once step `step`'s tokens are in (step 0: the prompt)."""
@@ -209,10 +210,16 @@ class RunMasks:
         if view is None:
             if len(self._views) > 8:  # old steps are not asked again
                 self._views.clear()
-            shifted = self.prompt[:, offset:]
-            view = self._views[key] = KeyView(is_image=image_keys(shifted, kv), index=self.index.window(offset),
+            view = self._views[key] = KeyView(is_image=self._image_keys(offset, kv), index=self.index.window(offset),
                                               offset=offset)
         return view
+
+    def _image_keys(self, offset: int, kv: int) -> torch.Tensor:
+        """[B, kv] image-key mask of keys offset..offset+kv-1: a view of the prompt's mask padded with
+        generated (never image) positions, grown by doubling, so a new key length costs no new tensor."""
+        if offset + kv > self._padded.shape[1]:
+            self._padded = image_keys(self.prompt, 2 * (offset + kv))
+        return self._padded[:, offset: offset + kv]
 
     def visible_keys(self, kv: int, step: int) -> int:
         """How many of a `kv`-key row are sequence positions: a static cache hands over its whole
