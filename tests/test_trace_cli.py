@@ -73,6 +73,22 @@ def test_cli_trace_end_to_end(saved_llava, tmp_path):
         np.testing.assert_allclose(store.arrays(row.sample_id)["head/var"], tr.head["var"], atol=1e-5)
 
 
+def test_single_read_is_recorded_in_the_manifest_and_records_the_same(saved_llava, tmp_path):
+    """`--single-read` traces with exact=False: the manifest says so, the tokens and records equal the exact run's."""
+    model_dir, images = saved_llava
+    stores = {}
+    for name, extra in (("exact", ()), ("single", ("--single-read",))):
+        assert run_cli("trace", "--model", model_dir, "--images", images, "--out", tmp_path / name,
+                       "--max-new-tokens", NEW_TOKENS, "--device", "cpu", *extra) == 0
+        stores[name] = st.open(tmp_path / name)
+    assert stores["exact"].settings["exact_outputs"] is True and stores["single"].settings["exact_outputs"] is False
+    a, b = stores["exact"].samples(), stores["single"].samples()
+    assert [list(x) for x in a.generated_ids] == [list(x) for x in b.generated_ids]
+    for sid in a.sample_id:
+        np.testing.assert_allclose(stores["exact"].arrays(sid)["head/var"], stores["single"].arrays(sid)["head/var"],
+                                   atol=1e-5)
+
+
 def test_bad_images_recorded_as_failed_and_run_goes_on(saved_llava, tmp_path, capsys):
     model_dir, images = saved_llava
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
