@@ -220,3 +220,32 @@ def test_the_generic_adapter_warns_once_naming_the_model_type():
         adapter.layouts(inputs)
         adapter.layouts(inputs)
     assert len([w for w in caught if "no adapter" in str(w.message)]) == 1
+
+
+def test_hybrid_store_records_decoder_layers_and_heatmap_layers_name_them(tmp_path, capsys):
+    """An LFM2-VL store's manifest lists the traced decoder layers; `afip-probe heatmap --layers` names decoder
+    layers (3 is the second traced layer) and says which exist when it names none."""
+    from afip_probe import store as st
+    from afip_probe.cli import main
+    from afip_probe.metrics.table import store_layers
+    from afip_probe.models import LoadedModel
+    from afip_probe.pipelines.settings import GenerationSettings
+    from afip_probe.pipelines.tracing import trace_images
+    from afip_probe.plots.store_maps import image_attention
+
+    model, processor = families.BUILDERS["lfm2_vl"]()
+    images = tmp_path / "images"
+    images.mkdir()
+    tiny.random_images(1)[0].save(images / "a.png")
+    loaded = LoadedModel(model, processor, adapter_for(model, processor), "lfm2_vl")
+    trace_images(GenerationSettings(model="lfm2_vl", level="maps", max_new_tokens=3), sorted(images.iterdir()),
+                 tmp_path / "store", loaded=loaded, progress=False)
+    store = st.open(tmp_path / "store")
+    assert store.settings["decoder_layers"] == [1, 3] and store.settings["num_layers"] == 2
+    assert store_layers("3", store.settings) == [1] and store_layers("0-1", store.settings) == [0]
+    sid = store.samples("ok").sample_id.iloc[0]
+    assert main(["heatmap", str(store.root), sid, "--layers", "3", "--out", str(tmp_path / "h.png")]) == 0
+    assert image_attention(store, sid, 0, [1]).shape == image_attention(store, sid, 0).shape
+    assert main(["heatmap", str(store.root), sid, "--layers", "2", "--out", str(tmp_path / "g.png")]) == 2
+    assert "traced decoder layers are [1, 3]" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import store as st
 from ..errors import require_positive
-from ..metrics.table import chair_for, parse_layers, token_table
+from ..metrics.table import chair_for, store_layers, token_table
 from ..outputs import claim_dir, claim_file, record_written
 from ..plots.report import figures_report
 from ..plots.store_maps import token_heatmap
@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     which = h.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="generated token index (default 0)")
     which.add_argument("--word", help="the first generated token that starts this word")
-    h.add_argument("--layers", help="layer range, e.g. 16-31 or 2- (default: all layers)")
+    h.add_argument("--layers", help="decoder layer range, e.g. 16-31 or 2- (default: all traced layers; a hybrid "
+                   "decoder traces its attention layers only, see the manifest's decoder_layers)")
     h.add_argument("--per-head", action="store_true", help="one map per head (needs --record full)")
     h.add_argument("--corrected", action="store_true", help="the corrected rows of a corrector run")
     h.add_argument("--out", default="heatmap.png", help="image file (default: %(default)s)")
@@ -65,9 +66,9 @@ def run_figures(args: argparse.Namespace) -> int:
 
 def run_heatmap(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
-    out = claim_file(args.out, overwrite=args.overwrite)
     store = st.open(args.store)
-    layers = parse_layers(args.layers, int(store.settings.get("num_layers", 0))) if args.layers else None
+    layers = store_layers(args.layers, store.settings) if args.layers else None  # decoder layers
+    out = claim_file(args.out, overwrite=args.overwrite)
     fig = token_heatmap(store, args.sample, step=args.step, word=args.word, layers=layers,
                         per_head=args.per_head, source="corrected" if args.corrected else "raw")
     fig.savefig(out, dpi=150)

@@ -67,6 +67,26 @@ def parse_layers(text: str, num_layers: int) -> list[int]:
     return sorted(Layers(str(text)).resolve(num_layers))
 
 
+def store_layers(text: str, settings: Mapping[str, Any]) -> list[int]:
+    """The traced-layer indices (into a store's [T, L, ...] arrays) of a ``--layers`` spec, which names
+    decoder layers. They are the same unless the manifest's ``decoder_layers`` says only some decoder
+    layers were traced (a hybrid decoder such as LFM2-VL); the spec's other layers are then skipped.
+
+    >>> store_layers("2-", {"num_layers": 4})
+    [2, 3]
+    >>> store_layers("2-", {"num_layers": 2, "decoder_layers": [1, 3]})
+    [1]
+    """
+    numbers = [int(n) for n in settings.get("decoder_layers") or range(int(settings.get("num_layers", 0)))]
+    if not numbers:
+        raise AfipError("the store's manifest names no layers (num_layers); was it written by afip-probe trace?")
+    wanted = Layers(str(text)).resolve(max(numbers) + 1)
+    picked = [i for i, number in enumerate(numbers) if number in wanted]
+    if not picked:
+        raise AfipError(f"--layers {text} names no traced layer: the traced decoder layers are {numbers}")
+    return picked
+
+
 def layer_metrics(arrays: Mapping[str, np.ndarray], source: str = "raw") -> dict[str, np.ndarray]:
     """Every metric of `METRICS` per token and layer, [T, L] float64, from a sample's recorded arrays.
 
