@@ -249,3 +249,6 @@ def test_hybrid_store_records_decoder_layers_and_heatmap_layers_name_them(tmp_pa
     assert main(["heatmap", str(store.root), sid, "--layers", "2", "--out", str(tmp_path / "g.png")]) == 2
     assert "traced decoder layers are [1, 3]" in capsys.readouterr().err
     assert not (tmp_path / "g.png").exists()
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
