@@ -1,11 +1,12 @@
-"""Tiny random-weight models of every image-text-to-text family transformers ships, with their real processors.
+"""Tiny random-weight models of the image-text-to-text families afip-probe supports, with their real processors.
 
 Each builder returns ``(model, processor)``: the model is the family's own transformers class built from its
 own config classes (small sizes, random weights); the processor is the family's own processor class with its
 image processor (the PIL backend: no torchvision here) and a tokenizer trained on the spot that has the
 family's special tokens, so the prompt's image tokens are laid out by the processor's own code. Where a
-processor needs torchvision (Llama 4, LFM2-VL), `ManualProcessor` lays the inputs out as that processor does
-(its arithmetic is copied in the builder, with the source named).
+processor needs torchvision (Mistral 3's Pixtral processor, LFM2-VL's), `ManualProcessor` lays the inputs out
+as that processor does (its arithmetic is copied in the builder, with the source named). Llama 4 is its
+decoder behind LLaVA's vision tower and processor (see `llama4`), and Mllama is built to be refused.
 
 Window, chunk and softcap settings are those of the issue's "must show" list: Gemma 3 and Mistral 3 get a
 sliding window shorter than the sequence, Llama 4 an attention chunk shorter than it, PaliGemma 2 softcapping,
