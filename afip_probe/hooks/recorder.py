@@ -143,6 +143,7 @@ class _Run:
         self.decoded: list[tuple[int, int, torch.Tensor]] = []
         self.decode_buffers: dict[int, str] = {}  # key length -> step buffer name (reset every step)
         self.block: _Block | None = None  # steps staged for one batched summary (small models, see _Block)
+        self.live = False  # a streamer reads each step (`latest_step`): summarise every step
 
 
 def _this_step(items: list[tuple[int, list[int], torch.Tensor]], step: int) -> list[tuple[int, list[int], torch.Tensor]]:
@@ -209,8 +210,9 @@ class Recorder(Switch):
         run = self._run
         if run is None or run.pending_logp is None:
             return None
+        run.live = True  # a streamer wants every step as it comes: no batching across steps from now on
         self._flush()
-        self._flush_block(run)  # a streamer wants this step now: no batching across steps
+        self._flush_block(run)
         step = run.step
         head = np.zeros((1, self.num_layers, len(HEAD_FIELDS), 0), dtype=np.float32)
         layer = np.zeros((1, self.num_layers, len(LAYER_FIELDS)), dtype=np.float32)
@@ -316,7 +318,7 @@ class Recorder(Switch):
         staged with the next steps' and summarised in one batch (`_Block`)."""
         kv = rows.shape[-1]
         view = run.masks.view(kv, step)
-        if view.offset != 0 or kv < 2 or _Block.steps_for(rows) < _Block.MIN_STEPS:  # windowed, or large rows
+        if run.live or view.offset != 0 or kv < 2 or _Block.steps_for(rows) < _Block.MIN_STEPS:  # see _Block
             run.raw.add(step, layers, row_stats(rows, view.is_image, allowed, view.index, self._work), self.config)
             return
         block = run.block

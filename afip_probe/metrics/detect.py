@@ -286,15 +286,29 @@ class LiveScorer:
                             "generating; train one with `afip-probe detect train --features live`")
         ranges = _ranges_for(detector.features, num_layers)
         self.detector = detector
-        self.recipe: list[tuple[str, list[int] | None]] = []  # (metric or token column, layers)
+        # a layer-range feature is one metric's per-layer row times averaging weights: all of them in one
+        # product per step (a per-feature numpy mean costs more than the rest of a streamed token)
+        self.metrics = list(METRICS)
+        self.metric_of: list[int] = []  # [F_layer] metric index of each layer-range feature
+        weights: list[np.ndarray] = []  # [F_layer] x [L] averaging weights
+        self.columns: list[tuple[int, str | None]] = []  # feature order: (index into the layer features | -1, token column)
         for f in detector.features:
             metric, _, rng = f.rpartition("_")
-            self.recipe.append((metric, ranges[rng]) if metric in METRICS else (f, None))
+            if metric in METRICS:
+                w = np.zeros(num_layers)
+                w[ranges[rng]] = 1.0 / len(ranges[rng])
+                self.columns.append((len(weights), None))
+                self.metric_of.append(self.metrics.index(metric))
+                weights.append(w)
+            else:
+                self.columns.append((-1, f))
+        self.weights = np.stack(weights) if weights else np.zeros((0, num_layers))  # [F_layer, L]
 
     def __call__(self, arrays: Any, token_entropy: float, logprob: float) -> float:
         """Risk of the single step whose arrays are [1, L, ...] (as `Recorder.latest_step` gives them)."""
         per_layer = layer_metrics(arrays)  # metric -> [1, L]
+        rows = np.stack([per_layer[m][0] for m in self.metrics])[self.metric_of]  # [F_layer, L]
+        means = np.einsum("fl,fl->f", rows, self.weights)
         tokens = {"token_entropy": token_entropy, "logprob": logprob}
-        x = [float(per_layer[m][0, layers].mean()) if layers is not None else float(tokens[m])
-             for m, layers in self.recipe]
+        x = [float(means[i]) if i >= 0 else float(tokens[col]) for i, col in self.columns]  # type: ignore[index]
         return float(self.detector.forward(np.nan_to_num(np.asarray([x], dtype=np.float64)))[0])
