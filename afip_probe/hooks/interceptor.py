@@ -139,11 +139,7 @@ class _Session:
             return own(module, query, key, value, attention_mask, **kwargs)
         view = self.masks.view(kv, self.step)
         mask = self._row_mask(attention_mask, view)
-        scores = capped(row_scores(query, row_key, scaling), softcap)  # [B, H, kv]
-        if attention_mask is not None and attention_mask.dtype != torch.bool:  # additive: may carry biases
-            scores, _ = apply_row_mask(scores, attention_mask)
-        elif mask.hidden is not None:
-            scores = scores.masked_fill(mask.hidden, float("-inf"))
+        scores = mask.apply_(row_scores(query, row_key, scaling, softcap=softcap), attention_mask)  # [B, H, kv]
         if self.recorder is not None:
             self.recorder.on_scores(layer, scores, mask.allowed)
         context = RowContext(step=self.step, is_image=view.is_image, allowed=mask.allowed, image_index=view.index,
@@ -172,10 +168,7 @@ class _Session:
         assert self.recorder is not None and self.masks is not None
         mask = self._row_mask(attention_mask, self.masks.view(kv, self.step))
         scores = self.recorder.decode_row(layer, query, key, scaling, softcap)  # [B, H, kv], in the step buffer
-        if attention_mask is not None and attention_mask.dtype != torch.bool:  # additive: may carry biases
-            scores.add_(attention_mask[:, :, -1, :kv].float()).masked_fill_(~mask.allowed[:, None, :], float("-inf"))
-        elif mask.hidden is not None:
-            scores.masked_fill_(mask.hidden, float("-inf"))
+        mask.apply_(scores, attention_mask)
         self.recorder.decoded(layer, scores.shape[1], mask.allowed)
         return _row_output(scores, value).to(query.dtype)[:, None], None
 
@@ -194,6 +187,14 @@ class _RowMask:
     allowed: torch.Tensor  # [B, kv] keys the query may see
     hidden: torch.Tensor | None  # [B, 1, kv] keys it may not (None: all visible)
     text: torch.Tensor  # [B, kv] allowed non-image keys, the query's own key excluded
+
+    def apply_(self, scores: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Mask last-row scores [B, H, kv] in place (-inf where hidden; an additive mask's biases added) and
+        return them."""
+        if attention_mask is not None and attention_mask.dtype != torch.bool:  # additive: may carry biases
+            scores.add_(attention_mask[:, :, -1, : scores.shape[-1]].float())
+            return scores.masked_fill_(~self.allowed[:, None, :], float("-inf"))
+        return scores if self.hidden is None else scores.masked_fill_(self.hidden, float("-inf"))
 
     @staticmethod
     def build(attention_mask: torch.Tensor | None, is_image: torch.Tensor) -> "_RowMask":

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import AfipError
 from ..records import HEAD_FIELDS, LAYER_FIELDS, ImageLayout, RecordConfig, RowArrays, SampleTrace, array_name
-from .rowstats import RowStats, RunMasks, Workspace, capped, mask_rows, row_scores, row_stats
+from .rowstats import RowStats, RunMasks, Workspace, mask_rows, row_scores, row_stats
 
 
 class _Rows:
@@ -278,10 +278,7 @@ class Recorder(Switch):
         from them and calls `decoded`; the step's summary then reads the buffer without scoring again."""
         b, h, kv = query.shape[0], query.shape[1], key.shape[2]
         slot = self._work.take(self._decode_buffer(kv), (self.num_layers, b, h, kv), query.device)[layer]
-        row_scores(query, key, scaling, out=slot)
-        if softcap is not None:
-            slot.copy_(capped(slot, softcap))
-        return slot
+        return row_scores(query, key, scaling, out=slot, softcap=softcap)
 
     def _decode_buffer(self, kv: int) -> str:
         """The step buffer's name for key rows of length `kv`: one per key length within a step (sliding and
@@ -386,12 +383,10 @@ class Recorder(Switch):
     def _score_rows(self, items: list["_RawRow"], name: str) -> torch.Tensor:
         """The unmasked last-row scores (softcapped where the model caps them) of layers sharing a key row,
         in the reused buffer `name`."""
-        _, q, key, _, _, softcap = items[0]
+        _, q, key, _, _, _ = items[0]
         rows = self._work.take(name, (len(items), q.shape[0], q.shape[1], key.shape[2]), q.device)
-        for j, (_, q, key, scaling, _, _) in enumerate(items):
-            row_scores(q, key, scaling, out=rows[j])
-        if softcap is not None:
-            rows.copy_(capped(rows, softcap))
+        for j, (_, q, key, scaling, _, softcap) in enumerate(items):
+            row_scores(q, key, scaling, out=rows[j], softcap=softcap)
         return rows
 
     def finish_run(self, sequences: torch.Tensor, eos_token_ids: list[int]) -> list[SampleTrace]:

@@ -100,13 +100,13 @@ def text_keys(allowed: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
 
 
 def row_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None,
-               out: torch.Tensor | None = None) -> torch.Tensor:
+               out: torch.Tensor | None = None, softcap: float | None = None) -> torch.Tensor:
     """Unmasked pre-softmax scores of the last query row, [B, H, kv] float32 (GQA keys shared, not copied).
 
-    query [B, H, q, d] (only the last row is used), key [B, H_kv, kv, d]. `out`, a contiguous float32
-    [B, H, kv] tensor, receives the scores (no new allocation). One `baddbmm` per call: the row vectors of
-    each KV head's query heads times its keys, scaled in the same kernel (as eager attention does,
-    (q·k)·scaling).
+    query [B, H, q, d] (only the last row is used), key [B, H_kv, kv, d]. `out`, a float32 [B, H, kv]
+    tensor, receives the scores (no new allocation). One `baddbmm` per call: the row vectors of each KV
+    head's query heads times its keys, scaled in the same kernel (as eager attention does, (q·k)·scaling),
+    then capped in place when the model caps its logits (`softcap`, see `capped`).
     """
     b, h, _, d = query.shape
     h_kv, kv = key.shape[1], key.shape[2]
@@ -121,6 +121,8 @@ def row_scores(query: torch.Tensor, key: torch.Tensor, scaling: float | None,
     rows = out.view(b * h_kv, rep, kv)
     # beta=0: the input (out's old contents) is ignored, NaN included
     torch.baddbmm(rows, q_last, k.transpose(1, 2), beta=0, alpha=scale, out=rows)
+    if softcap is not None:  # capped(), in place
+        out.div_(softcap).tanh_().mul_(softcap)
     return out
 
 
