@@ -231,3 +231,11 @@ class ModelAdapter:
                 if isinstance(v, torch.Tensor):
                     inputs[k] = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
         return inputs
+
+
+class TiledAdapter(ModelAdapter):
+    """An adapter whose geometry is all in `tiles` (crops, overviews, newline slots): the layout's grid is
+    one row of the image tokens."""
+
+    def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        return [(1, int((row == self.image_token_id).sum())) for row in inputs["input_ids"]]

@@ -19,12 +19,12 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 from transformers.image_processing_utils import select_best_resolution
 
 from ..records.layout import ImageLayout, Region, Tile
-from .base import ModelAdapter
+from .base import TiledAdapter
 
 
 def llava_next_geometry(size: tuple[int, int], pinpoints: Sequence[Sequence[int]], crop: int, patch: int,
@@ -64,12 +64,8 @@ def llava_next_geometry(size: tuple[int, int], pinpoints: Sequence[Sequence[int]
     return p, (rows, cols), tuple(float(v) for v in box)  # type: ignore[return-value]
 
 
-class LlavaNextAdapter(ModelAdapter):
+class LlavaNextAdapter(TiledAdapter):
     family = "llava_next"
-
-    def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
-        """One row of all image tokens: the geometry is in `tiles` (base, crops and newlines)."""
-        return [(1, int((row == self.image_token_id).sum())) for row in inputs["input_ids"]]
 
     def _max_crops(self) -> int | None:
         return None

@@ -26,7 +26,7 @@ import re
 from typing import Any, Sequence
 
 from ..records.layout import ImageLayout, Region, Tile, split_boxes
-from .base import ModelAdapter
+from .base import TiledAdapter
 
 
 def _square(n: int) -> tuple[int, int] | None:
@@ -53,14 +53,7 @@ def crop_tiles(n: int, crops: Sequence[Region], *, overview_last: bool, width: i
         [Tile("overview", grid, overview, whole)] + tiles
 
 
-class _Tiled(ModelAdapter):
-    """An adapter whose geometry is all in `tiles`: the layout's grid is one row of the image tokens."""
-
-    def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
-        return [(1, int((row == self.image_token_id).sum())) for row in inputs["input_ids"]]
-
-
-class Idefics3Adapter(_Tiled):
+class Idefics3Adapter(TiledAdapter):
     family = "idefics3"
     ROW_COL = re.compile(r"<row_(\d+)_col_(\d+)>")
 
@@ -97,7 +90,7 @@ class SmolVLMAdapter(Idefics3Adapter):
     family = "smolvlm"
 
 
-class GotOcr2CropsAdapter(_Tiled):
+class GotOcr2CropsAdapter(TiledAdapter):
     """InternVL and Aya Vision: GOT-OCR2 crops, then a thumbnail."""
 
     family = "internvl"
@@ -129,7 +122,7 @@ class AyaVisionAdapter(GotOcr2CropsAdapter):
     family = "aya_vision"
 
 
-class Gemma3Adapter(_Tiled):
+class Gemma3Adapter(TiledAdapter):
     """Gemma 3: one square of `mm_tokens_per_image` soft tokens, or with pan-and-scan the image and its crops."""
 
     family = "gemma3"
