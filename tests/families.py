@@ -122,18 +122,26 @@ def llava_onevision() -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------- Gemma 3, PaliGemma
+def gemma3_tokenizer() -> Any:
+    return tokenizer("<image_soft_token>", boi_token="<start_of_image>", eoi_token="<end_of_image>")
+
+
+def gemma3_processor(tok: Any, size: int, pan_and_scan: bool, min_crop: int, seq: int) -> Any:
+    """Gemma 3's processor: `size` px images of `seq` tokens; with `pan_and_scan`, crops of at least `min_crop`
+    px (at most 4, ratio 1.2), as a user's call with do_pan_and_scan=True (the processor's default is off)."""
+    proc_cls = T.Gemma3Processor
+    if pan_and_scan:
+        proc_cls = type("Gemma3Processor", (T.Gemma3Processor,), {"images_kwargs": {
+            **T.Gemma3Processor.images_kwargs, "do_pan_and_scan": True, "pan_and_scan_min_crop_size": min_crop}})
+    return proc_cls(image_processor=T.Gemma3ImageProcessor(size={"height": size, "width": size}), tokenizer=tok,
+                    chat_template=template("<start_of_image>"), image_seq_length=seq)
+
+
 def gemma3(sliding_window: int = 20, pan_and_scan: bool = False) -> tuple[Any, Any]:
     """Gemma 3: 16 soft tokens (4x4 pooled) between <start_of_image> and <end_of_image>; every other layer
     slides over `sliding_window` keys."""
-    tok = tokenizer("<image_soft_token>", boi_token="<start_of_image>", eoi_token="<end_of_image>")
-    ip = T.Gemma3ImageProcessor(size={"height": 32, "width": 32}, do_pan_and_scan=pan_and_scan,
-                                pan_and_scan_min_crop_size=16, pan_and_scan_max_num_crops=4,
-                                pan_and_scan_min_ratio_to_activate=1.2)
-    proc_cls = T.Gemma3Processor
-    if pan_and_scan:  # as a user's call with do_pan_and_scan=True (the processor's default is off)
-        proc_cls = type("Gemma3Processor", (T.Gemma3Processor,), {"images_kwargs": {
-            **T.Gemma3Processor.images_kwargs, "do_pan_and_scan": True, "pan_and_scan_min_crop_size": 16}})
-    proc = proc_cls(image_processor=ip, tokenizer=tok, chat_template=template("<start_of_image>"), image_seq_length=16)
+    tok = gemma3_tokenizer()
+    proc = gemma3_processor(tok, size=32, pan_and_scan=pan_and_scan, min_crop=16, seq=16)
     text = text_config(T.Gemma3TextConfig, tok, sliding_window=sliding_window,
                        layer_types=["sliding_attention", "full_attention", "sliding_attention"])
     cfg = T.Gemma3Config(text_config=text, vision_config=_siglip(), mm_tokens_per_image=16,
@@ -212,19 +220,29 @@ def glm4v() -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------- Idefics3, SmolVLM
+def idefics3_tokenizer() -> Any:
+    return tokenizer(fake_image_token="<fake_token_around_image>", global_image_token="<global-img>",
+                     end_of_utterance_token="<end_of_utterance>")
+
+
+def idefics3_processor(tok: Any, smol: bool, longest: int, tile: int, seq: int) -> Any:
+    """Idefics3's (or SmolVLM's) processor: images resized to `longest` px, cut into `tile` px tiles of `seq`
+    tokens."""
+    ip_cls = T.SmolVLMImageProcessor if smol else T.Idefics3ImageProcessor
+    ip = ip_cls(size={"longest_edge": longest}, max_image_size={"longest_edge": tile})
+    proc_cls = image_only(T.SmolVLMProcessor) if smol else T.Idefics3Processor
+    kw = dict(video_processor=None) if smol else {}
+    proc = proc_cls(image_processor=ip, tokenizer=tok, image_seq_len=seq, chat_template=template("<image>"), **kw)
+    if smol:  # its chat template reads the video processor's frame settings, even for images
+        proc.video_processor = SimpleNamespace(num_frames=1, fps=1)
+    return proc
+
+
 def idefics3(smol: bool = False) -> tuple[Any, Any]:
     """Idefics3 / SmolVLM: the image split into tiles of `max_image_size` plus a global image, each tile
     `image_seq_len` tokens between <fake_token_around_image> and a <row_r_col_c> (global: <global-img>) text token."""
-    tok = tokenizer(fake_image_token="<fake_token_around_image>", global_image_token="<global-img>",
-                    end_of_utterance_token="<end_of_utterance>")
-    ip_cls = T.SmolVLMImageProcessor if smol else T.Idefics3ImageProcessor
-    ip = ip_cls(size={"longest_edge": 96}, max_image_size={"longest_edge": 32})
-    proc_cls = T.SmolVLMProcessor if smol else T.Idefics3Processor
-    kw = dict(video_processor=None) if smol else {}
-    proc = (image_only(proc_cls) if smol else proc_cls)(image_processor=ip, tokenizer=tok, image_seq_len=4,
-                                                             chat_template=template("<image>"), **kw)
-    if smol:  # its chat template reads the video processor's frame settings, even for images
-        proc.video_processor = SimpleNamespace(num_frames=1, fps=1)
+    tok = idefics3_tokenizer()
+    proc = idefics3_processor(tok, smol, longest=96, tile=32, seq=4)
     vision_cls = T.SmolVLMVisionConfig if smol else T.Idefics3VisionConfig
     vision = vision_cls(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                         image_size=32, patch_size=8)
@@ -237,13 +255,27 @@ def idefics3(smol: bool = False) -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------- InternVL, Aya Vision
+def internvl_tokenizer() -> Any:
+    return tokenizer("<IMG_CONTEXT>", start_image_token="<img>", end_image_token="</img>",
+                     context_image_token="<IMG_CONTEXT>", video_token="<video>")
+
+
+def got_ocr2_processor(tok: Any, aya: bool, crop: int, max_crops: int, seq: int) -> Any:
+    """InternVL's (or Aya Vision's) processor: `crop` px GOT-OCR2 crops, 1 to `max_crops`, plus a thumbnail,
+    `seq` (a square) tokens each (Aya: from its patch size and 2x2 downsampling)."""
+    ip = T.GotOcr2ImageProcessor(size={"height": crop, "width": crop}, crop_to_patches=True, min_patches=1,
+                                 max_patches=max_crops)
+    if aya:
+        return T.AyaVisionProcessor(image_processor=ip, tokenizer=tok, patch_size=crop // (2 * int(seq**0.5)),
+                                    img_size=crop, downsample_factor=2, chat_template=template("<image>"))
+    return image_only(T.InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
+                                           image_seq_length=seq, chat_template=template("<IMG_CONTEXT>"))
+
+
 def internvl() -> tuple[Any, Any]:
     """InternVL: crops of 32 px (as many as the aspect ratio wants, up to 4) plus a thumbnail, each 4 tokens."""
-    tok = tokenizer("<IMG_CONTEXT>", start_image_token="<img>", end_image_token="</img>",
-                    context_image_token="<IMG_CONTEXT>", video_token="<video>")
-    ip = T.GotOcr2ImageProcessor(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4)
-    proc = image_only(T.InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
-                                               image_seq_length=4, chat_template=template("<IMG_CONTEXT>"))
+    tok = internvl_tokenizer()
+    proc = got_ocr2_processor(tok, aya=False, crop=32, max_crops=4, seq=4)
     vision = T.InternVLVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                     image_size=[32, 32], patch_size=[8, 8])
     cfg = T.InternVLConfig(vision_config=vision, text_config=text_config(T.Qwen2Config, tok),
@@ -255,9 +287,7 @@ def internvl() -> tuple[Any, Any]:
 def aya_vision() -> tuple[Any, Any]:
     """Aya Vision: GOT-OCR2 crops plus a thumbnail, each tile <|TILE|> + patches (global: <|TILE_GLOBAL|>)."""
     tok = tokenizer("<image>")
-    ip = T.GotOcr2ImageProcessor(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4)
-    proc = T.AyaVisionProcessor(image_processor=ip, tokenizer=tok, patch_size=8, img_size=32, downsample_factor=2,
-                                chat_template=template("<image>"))
+    proc = got_ocr2_processor(tok, aya=True, crop=32, max_crops=4, seq=4)
     vision = _siglip()
     cfg = T.AyaVisionConfig(vision_config=vision, text_config=text_config(T.Cohere2Config, tok, sliding_window=4096,
                                                                           layer_types=["full_attention"] * LAYERS),

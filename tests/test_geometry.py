@@ -11,8 +11,6 @@ Processor settings are those of the real checkpoints (named per family); images 
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -21,7 +19,6 @@ from PIL import Image
 
 from afip_probe.models import adapter_for
 from afip_probe.models.llava_next import llava_next_geometry
-from afip_probe.models.tiny import image_only
 from afip_probe.plots.heatmap import tiles_heat
 from afip_probe.records.layout import ImageLayout
 
@@ -44,7 +41,7 @@ def _cell_pixels(tile, k, width, height):
     """[H, W] bool: the pixels of the original image that cell k of `tile` covers, through the layout."""
     values = np.zeros(1 + max(tile.cells))
     values[tile.cells[k]] = 1.0
-    return tiles_heat(values, [tile.__class__("image", tile.grid, tile.cells, tile.box)], width, height) == 1.0
+    return tiles_heat(values, [tile], width, height, kinds=(tile.kind,)) == 1.0
 
 
 def _blocks(img: np.ndarray, grid) -> np.ndarray:
@@ -66,38 +63,19 @@ def _idefics3(smol: bool):
     """Idefics3-8B-Llama3 (364 px tiles, 1456 px longest edge, 169 tokens) or SmolVLM-256M-Instruct (512 px
     tiles, 2048 px longest edge, 64 tokens)."""
     model, _ = families.idefics3(smol)
-    tok = families.tokenizer(fake_image_token="<fake_token_around_image>", global_image_token="<global-img>",
-                             end_of_utterance_token="<end_of_utterance>")
-    if smol:
-        ip = T.SmolVLMImageProcessor(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512})
-        proc = image_only(T.SmolVLMProcessor)(image_processor=ip, tokenizer=tok, image_seq_len=64,
-                                                             video_processor=None, chat_template=families.template("<image>"))
-        proc.video_processor = SimpleNamespace(num_frames=1, fps=1)
-    else:
-        ip = T.Idefics3ImageProcessor(size={"longest_edge": 1456}, max_image_size={"longest_edge": 364})
-        proc = T.Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=169,
-                                   chat_template=families.template("<image>"))
+    settings = dict(longest=2048, tile=512, seq=64) if smol else dict(longest=1456, tile=364, seq=169)
+    proc = families.idefics3_processor(families.idefics3_tokenizer(), smol, **settings)
+    ip = proc.image_processor
     return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np")["pixel_values"][0]
 
 
 def _got_ocr2(aya: bool):
     """InternVL3 (448 px crops, 1 to 12, 256 tokens each) or Aya Vision 8B (364 px crops, 1 to 12, 169 tokens)."""
-    if aya:
-        model, _ = families.aya_vision()
-        tok = families.tokenizer("<image>")
-        ip = T.GotOcr2ImageProcessor(size={"height": 364, "width": 364}, crop_to_patches=True, min_patches=1,
-                                     max_patches=12)
-        proc = T.AyaVisionProcessor(image_processor=ip, tokenizer=tok, patch_size=14, img_size=364, downsample_factor=2,
-                                    chat_template=families.template("<image>"))
-    else:
-        model, _ = families.internvl()
-        tok = families.tokenizer("<IMG_CONTEXT>", start_image_token="<img>", end_image_token="</img>",
-                                 context_image_token="<IMG_CONTEXT>", video_token="<video>")
-        ip = T.GotOcr2ImageProcessor(size={"height": 448, "width": 448}, crop_to_patches=True, min_patches=1,
-                                     max_patches=12)
-        proc = image_only(T.InternVLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
-                                                             image_seq_length=256,
-                                                             chat_template=families.template("<IMG_CONTEXT>"))
+    model, _ = families.aya_vision() if aya else families.internvl()
+    tok = families.tokenizer("<image>") if aya else families.internvl_tokenizer()
+    proc = families.got_ocr2_processor(tok, aya, crop=364, max_crops=12, seq=169) if aya else \
+        families.got_ocr2_processor(tok, aya, crop=448, max_crops=12, seq=256)
+    ip = proc.image_processor
     return model, proc, lambda image: ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"]
 
 
@@ -105,14 +83,10 @@ def _gemma3_pan_and_scan():
     """Gemma 3 4B with pan-and-scan on (896 px, crops of at least 256 px, at most 4, 256 tokens each)."""
     model, _ = families.gemma3()
     model.config.mm_tokens_per_image = 256
-    tok = families.tokenizer("<image_soft_token>", boi_token="<start_of_image>", eoi_token="<end_of_image>")
-    ip = T.Gemma3ImageProcessor(size={"height": 896, "width": 896})
-    pas = dict(do_pan_and_scan=True, pan_and_scan_min_crop_size=256, pan_and_scan_max_num_crops=4,
-               pan_and_scan_min_ratio_to_activate=1.2)
-    cls = type("Gemma3Processor", (T.Gemma3Processor,), {"images_kwargs": {**T.Gemma3Processor.images_kwargs, **pas}})
-    proc = cls(image_processor=ip, tokenizer=tok, chat_template=families.template("<start_of_image>"),
-               image_seq_length=256)
-    return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np", **pas)["pixel_values"]
+    proc = families.gemma3_processor(families.gemma3_tokenizer(), size=896, pan_and_scan=True, min_crop=256, seq=256)
+    ip, settings = proc.image_processor, proc.images_kwargs  # what the processor passes its image processor
+    return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np",
+                                         **settings)["pixel_values"]
 
 
 CROP_FAMILIES = {

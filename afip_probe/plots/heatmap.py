@@ -180,5 +180,5 @@ def draw_tiled(image: Any, values: np.ndarray, tiles: Sequence[Tile], title: str
                  cmap=cmap, vmax=vmax, colorbar=not overview, tiles=main)
     for ax, tile in zip(axes[0, 1:], overview):
         draw_heatmap(image, values, (0, 0), ax=ax, title=f"overview ({tile.grid[0]}x{tile.grid[1]})", alpha=alpha,
-                     cmap=cmap, vmax=vmax, colorbar=ax is axes[0, -1], tiles=[Tile("image", tile.grid, tile.cells, tile.box)])
+                     cmap=cmap, vmax=vmax, colorbar=ax is axes[0, -1], tiles=[tile])  # alone: drawn as the map
     return fig
