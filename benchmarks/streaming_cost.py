@@ -3,7 +3,8 @@
     python benchmarks/streaming_cost.py [--images 20] [--tokens 80] [--reps 3]
 
 On the organism, one image at a time (streaming is per image), greedy; the variants are interleaved and
-shuffled per round; medians and ratios to plain. The detector is a `live` logistic detector trained on a
+shuffled per round; medians and ratios to plain. Streaming runs with its default latency (0.05 s: tokens
+that come faster are scored in bursts) and with ``latency=0`` (every token handed over on its own). The detector is a `live` logistic detector trained on a
 trace of other held-out scenes.
 """
 
@@ -61,13 +62,16 @@ def main() -> None:
         with afip_probe.trace(m.model, m.processor, adapter=m.adapter):
             plain()
 
-    def streamed():
-        for img in images:
-            for _ in stream(m.model, m.processor, img, detector=det, adapter=m.adapter, min_new_tokens=args.tokens,
-                            max_new_tokens=args.tokens):
-                pass
+    def streamed(latency):
+        def run():
+            for img in images:
+                for _ in stream(m.model, m.processor, img, detector=det, adapter=m.adapter, latency=latency,
+                                min_new_tokens=args.tokens, max_new_tokens=args.tokens):
+                    pass
+        return run
 
-    variants = {"plain": plain, "trace (stats)": traced, "stream + detector": streamed}
+    variants = {"plain": plain, "trace (stats)": traced, "stream + detector": streamed(0.05),
+                "stream, every token": streamed(0.0)}
     times: dict[str, list[float]] = {k: [] for k in variants}
     rng = random.Random(0)
     torch.set_num_threads(torch.get_num_threads())
@@ -82,7 +86,7 @@ def main() -> None:
     print(f"organism, {args.images} images x {args.tokens} tokens, one image per generate(), {args.reps} rounds")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:<20} {med:7.2f} s   x {med / base:.2f}")
+        print(f"{name:<20} {med:7.2f} s   x {med / base:.2f}   ({' '.join(f'{t:.2f}' for t in ts)})")
 
 
 if __name__ == "__main__":

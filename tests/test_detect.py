@@ -4,6 +4,8 @@ computed afterwards from the stored statistics."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,7 +100,9 @@ def test_risk_recorded_while_tracing_equals_risk_from_the_stored_statistics(orga
     assert store.settings["detector"]["kind"] == "logistic"
 
 
-def test_streaming_yields_each_piece_with_the_risk_of_the_stored_statistics(organism):
+@pytest.mark.parametrize("latency", [0.0, 1e6], ids=["every-token", "one-burst"])
+def test_streaming_yields_each_piece_with_the_risk_of_the_stored_statistics(organism, latency):
+    """Pieces handed over one by one, or all at the end in one burst, have the stored statistics' risk."""
     from afip_probe.images import load_image
     from afip_probe.models import load
     from afip_probe.pipelines.streaming import stream
@@ -107,7 +111,7 @@ def test_streaming_yields_each_piece_with_the_risk_of_the_stored_statistics(orga
     loaded = load("organism", device="cpu")
     image = sorted((organism / "images").iterdir())[0]
     pieces = list(stream(loaded.model, loaded.processor, load_image(image), detector=det, max_new_tokens=60,
-                         adapter=loaded.adapter))
+                         adapter=loaded.adapter, latency=latency))
     store = st.open(organism / "train")
     sid = image.stem
     table = detect.detection_table(store)
@@ -122,6 +126,66 @@ def test_streaming_yields_each_piece_with_the_risk_of_the_stored_statistics(orga
                     detector=detect.train(table.assign(label=["real", "hallucinated"] * (len(table) // 2)
                                                        + ["real"] * (len(table) % 2)),
                                           ["token_entropy", "relative_position"])))
+
+
+def test_streaming_runs_in_the_callers_thread_and_stops_cleanly(organism):
+    """generate() runs in the caller's thread (a worker thread made it 1.2-1.4x slower); the caller keeps its
+    grad mode while holding a piece; leaving the loop early unwinds generate() and takes the hooks off; an
+    error inside generate() reaches the caller."""
+    import threading
+
+    import torch
+
+    from afip_probe.images import load_image
+    from afip_probe.models import load
+    from afip_probe.pipelines import streaming
+
+    loaded = load("organism", device="cpu")
+    image = load_image(sorted((organism / "images").iterdir())[0])
+    text_config = loaded.model.config.text_config
+    threads, modes = [], []
+    original_put = streaming._Streamer.put
+
+    def put(self, value):
+        threads.append(threading.get_ident())
+        modes.append(torch.is_grad_enabled())
+        return original_put(self, value)
+
+    streaming._Streamer.put = put
+    try:
+        with torch.enable_grad():
+            it = streaming.stream(loaded.model, loaded.processor, image, max_new_tokens=20, adapter=loaded.adapter)
+            first = [next(it) for _ in range(3)]
+            assert torch.is_grad_enabled()  # the caller's mode, not generate()'s no_grad
+            assert text_config._attn_implementation == "afip_probe"  # suspended inside generate()
+            it.close()
+        assert text_config._attn_implementation == "sdpa"
+    finally:
+        streaming._Streamer.put = original_put
+    assert set(threads) == {threading.get_ident()} and not any(modes)
+    assert [p.step for p in first] == [0, 1, 2]
+    full = list(streaming.stream(loaded.model, loaded.processor, image, max_new_tokens=20, adapter=loaded.adapter))
+    assert [p.token_id for p in full[:3]] == [p.token_id for p in first] and len(full) <= 20
+    with pytest.raises(AfipError, match="num_beams=1"):  # raised inside generate()
+        list(streaming.stream(loaded.model, loaded.processor, image, max_new_tokens=5, adapter=loaded.adapter,
+                              num_beams=2))
+    assert text_config._attn_implementation == "sdpa"
+
+
+def test_stream_cli_prints_the_caption_with_risky_object_words_marked(organism, capsys):
+    """`afip-probe stream`: the traced caption, every object word marked at threshold 0 and none at 1."""
+    image = sorted((organism / "images").iterdir())[0]
+    caption = st.open(organism / "train").samples().set_index("sample_id").output_text[image.stem].strip()
+    args = ["stream", str(image), "--detector", str(organism / "live.json"), "--max-new-tokens", "60",
+            "--device", "cpu"]
+    assert main([*args, "--threshold", "1.0"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].strip() == caption and out[-1].endswith("0 object words flagged at risk >= 1.0")
+    assert main([*args, "--threshold", "0", "--latency", "0"]) == 0
+    marked = capsys.readouterr().out.strip().splitlines()
+    flagged = int(marked[-1].split(" tokens, ")[1].split()[0])
+    assert flagged > 0 and marked[0].count("[") == flagged and marked[0].count("!") == flagged
+    assert re.sub(r"\[(\w+)!\d\.\d\d\]", r"\1", marked[0]).strip() == caption
 
 
 def test_detect_eval_writes_its_table_and_figures(organism, tmp_path, capsys):

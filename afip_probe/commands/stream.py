@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from ..images import load_image
 from ..metrics.chair import Chair
 from ..metrics.detect import Detector
@@ -21,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="image file")
     p.add_argument("--detector", required=True, help="detector JSON from `afip-probe detect train --features live`")
     p.add_argument("--threshold", type=float, default=0.5, help="risk that marks a word (default: %(default)s)")
+    p.add_argument("--latency", type=float, default=0.05,
+                   help="seconds a chosen token may wait to be printed with the next ones (scored together, "
+                   "cheaper); 0 prints every token on its own (default: %(default)s)")
     add_generation_flags(p)
     p.set_defaults(func=run)
 
@@ -32,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     loaded = settings.load()
     vocabulary = set(Chair({}).inverse_synonym_dict)
     pieces = []
-    for piece in stream(loaded.model, loaded.processor, image, settings.prompt, detector,
-                        max_new_tokens=settings.max_new_tokens, adapter=loaded.adapter):
+    torch.manual_seed(settings.seed)
+    for piece in stream(loaded.model, loaded.processor, image, settings.prompt, detector, adapter=loaded.adapter,
+                        latency=args.latency, exact=settings.exact, **settings.generate_kwargs()):
         pieces.append(piece)
         flagged = risky_words([piece], vocabulary, args.threshold)
         text = piece.text

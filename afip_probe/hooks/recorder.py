@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
@@ -143,18 +144,27 @@ class _Run:
         self.decoded: list[tuple[int, int, torch.Tensor]] = []
         self.decode_buffers: dict[int, str] = {}  # key length -> step buffer name (reset every step)
         self.block: _Block | None = None  # steps staged for one batched summary (small models, see _Block)
-        self.live = False  # a streamer reads each step (`latest_step`): summarise every step
 
 
-def _this_step(items: list[tuple[int, list[int], torch.Tensor]], step: int) -> list[tuple[int, list[int], torch.Tensor]]:
-    """The entries of `step` at the end of a run's rows (appended in step order): read from the tail, so a
-    streamer asking every token does not rescan the whole run."""
+def _since(items: list[tuple[int, list[int], torch.Tensor]], first: int) -> list[tuple[int, list[int], torch.Tensor]]:
+    """The entries of steps `first` and later at the end of a run's rows (appended in step order): read from
+    the tail, so a streamer asking every few tokens does not rescan the whole run."""
     out = []
     for item in reversed(items):
-        if item[0] != step:
+        if item[0] < first:
             break
         out.append(item)
     return out
+
+
+@dataclass
+class LiveSteps:
+    """Statistics of consecutive steps of one sample, read while generate() runs (`Recorder.steps_since`)."""
+
+    first: int  # the step of row 0
+    arrays: dict[str, np.ndarray]  # named as stored (`array_name`), [S, L, ...]
+    token_entropy: np.ndarray  # [S]
+    logprob: np.ndarray  # [S] of the chosen tokens
 
 
 class Switch:
@@ -203,29 +213,34 @@ class Recorder(Switch):
     def active(self) -> bool:
         return self._run is not None
 
-    def latest_step(self, b: int = 0) -> tuple[int, dict[str, np.ndarray], float, np.ndarray] | None:
-        """While generate() runs (e.g. from a streamer, once a token is chosen): the newest summarised step of
-        sample `b` as (step, arrays named as stored with a leading [1] step axis, token entropy, log-softmax
-        of the raw logits [V]); None before the first step."""
+    def steps_since(self, first: int, tokens: list[int], b: int = 0) -> LiveSteps:
+        """While generate() runs (from a streamer, once a token is chosen): the statistics of sample `b` for
+        steps `first` to the newest, summarised now if they were staged (`_Block`). `tokens` are the tokens
+        those steps chose (the newest one's log-probability is not filed until the next step starts).
+
+        One call per burst of tokens costs about what one call per token does: a streamer that asks every
+        few tokens keeps the batched summaries of plain tracing."""
         run = self._run
         if run is None or run.pending_logp is None:
-            return None
-        run.live = True  # a streamer wants every step as it comes: no batching across steps from now on
+            raise AfipError("steps_since() reads a running generate() (call it from a streamer)")
         self._flush()
         self._flush_block(run)
-        step = run.step
-        head = np.zeros((1, self.num_layers, len(HEAD_FIELDS), 0), dtype=np.float32)
-        layer = np.zeros((1, self.num_layers, len(LAYER_FIELDS)), dtype=np.float32)
-        for _, layers, t in _this_step(run.raw.items["head"], step):
-            rows = t[:, b].float().cpu().numpy()  # [L', F, H]
-            if head.shape[-1] != rows.shape[-1]:
-                head = np.zeros((1, self.num_layers, len(HEAD_FIELDS), rows.shape[-1]), dtype=np.float32)
-            head[0, layers] = rows
-        for _, layers, t in _this_step(run.raw.items["layer"], step):
-            layer[0, layers] = t[:, b].float().cpu().numpy()
-        arrays = {array_name("head", f): head[:, :, i] for i, f in enumerate(HEAD_FIELDS)}
-        arrays.update({array_name("layer", f): layer[:, :, i] for i, f in enumerate(LAYER_FIELDS)})
-        return step, arrays, float(run.entropy[-1][b]), run.pending_logp[b].float().cpu().numpy()
+        n = run.step - first + 1
+        if n != len(tokens) or n < 1:
+            raise AfipError(f"steps {first}..{run.step} chose {n} tokens, not {len(tokens)}")
+        heads = _since(run.raw.items["head"], first)
+        head = torch.zeros((n, self.num_layers, len(HEAD_FIELDS), heads[0][2].shape[-1]))  # [S, L, F, H]
+        for step, layers, t in heads:
+            head[step - first, layers] = t[:, b].float().cpu()
+        layer = torch.zeros((n, self.num_layers, len(LAYER_FIELDS)))  # [S, L, F]
+        for step, layers, t in _since(run.raw.items["layer"], first):
+            layer[step - first, layers] = t[:, b].float().cpu()
+        arrays = {array_name("head", f): head[:, :, i].numpy() for i, f in enumerate(HEAD_FIELDS)}
+        arrays.update({array_name("layer", f): layer[:, :, i].numpy() for i, f in enumerate(LAYER_FIELDS)})
+        chosen = run.pending_logp[b, tokens[-1]].reshape(1)
+        logprob = torch.cat([*(lp[b].reshape(1) for lp in run.logprob[first:]), chosen])  # [S]
+        entropy = torch.stack([e[b] for e in run.entropy[first:]])  # [S]
+        return LiveSteps(first, arrays, entropy.float().cpu().numpy(), logprob.float().cpu().numpy())
 
     # ------------------------------------------------------------------ run lifecycle
     def start_run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layouts: list[ImageLayout],
@@ -315,7 +330,7 @@ class Recorder(Switch):
         staged with the next steps' and summarised in one batch (`_Block`)."""
         kv = rows.shape[-1]
         view = run.masks.view(kv, step)
-        if run.live or view.offset != 0 or kv < 2 or _Block.steps_for(rows) < _Block.MIN_STEPS:  # see _Block
+        if view.offset != 0 or kv < 2 or _Block.steps_for(rows) < _Block.MIN_STEPS:  # see _Block
             run.raw.add(step, layers, row_stats(rows, view.is_image, allowed, view.index, self._work), self.config)
             return
         block = run.block

@@ -277,8 +277,19 @@ def trace_features(arrays: Any, tokens: pd.DataFrame, features: Sequence[str], n
 
 
 class LiveScorer:
-    """A detector's risk for one step at a time, with no pandas in the way (for streaming): the same
-    features and numbers as `Detector.predict` on the stored token table."""
+    """A detector's risk for the steps of a generation as they come, with no pandas in the way (for
+    streaming): the same features and numbers as `Detector.predict` on the stored token table.
+
+    Example (organism: 4 layers; layer 0 of every head attends with VAR 0.2):
+        >>> from afip_probe.records import array_name, HEAD_FIELDS, LAYER_FIELDS
+        >>> det = Detector("logistic", ["var_all", "token_entropy"], [0.0, 0.0], [1.0, 1.0],
+        ...                [([[1.0], [0.0]], [0.0])])
+        >>> arrays = {array_name("head", f): np.zeros((2, 4, 4)) for f in HEAD_FIELDS}
+        >>> arrays |= {array_name("layer", f): np.zeros((2, 4)) for f in LAYER_FIELDS}
+        >>> arrays[array_name("head", "var")][:, 0] = 0.2
+        >>> LiveScorer(det, 4)(arrays, [1.0, 2.0], [-0.1, -0.2]).round(4)   # sigmoid(mean VAR over layers)
+        array([0.5125, 0.5125])
+    """
 
     def __init__(self, detector: Detector, num_layers: int):
         if "relative_position" in detector.features:
@@ -304,11 +315,13 @@ class LiveScorer:
                 self.columns.append((-1, f))
         self.weights = np.stack(weights) if weights else np.zeros((0, num_layers))  # [F_layer, L]
 
-    def __call__(self, arrays: Any, token_entropy: float, logprob: float) -> float:
-        """Risk of the single step whose arrays are [1, L, ...] (as `Recorder.latest_step` gives them)."""
-        per_layer = layer_metrics(arrays)  # metric -> [1, L]
-        rows = np.stack([per_layer[m][0] for m in self.metrics])[self.metric_of]  # [F_layer, L]
-        means = np.einsum("fl,fl->f", rows, self.weights)
-        tokens = {"token_entropy": token_entropy, "logprob": logprob}
-        x = [float(means[i]) if i >= 0 else float(tokens[col]) for i, col in self.columns]  # type: ignore[index]
-        return float(self.detector.forward(np.nan_to_num(np.asarray([x], dtype=np.float64)))[0])
+    def __call__(self, arrays: Any, token_entropy: Any, logprob: Any) -> np.ndarray:
+        """Risks [S] of S consecutive steps: `arrays` [S, L, ...] named as stored (as `Recorder.steps_since`
+        gives them), token entropy and chosen-token log-probability [S]."""
+        per_layer = layer_metrics(arrays)  # metric -> [S, L]
+        rows = np.stack([per_layer[m] for m in self.metrics], axis=1)[:, self.metric_of]  # [S, F_layer, L]
+        means = np.einsum("sfl,fl->sf", rows, self.weights)  # [S, F_layer]
+        tokens = {"token_entropy": np.asarray(token_entropy, dtype=np.float64),
+                  "logprob": np.asarray(logprob, dtype=np.float64)}
+        x = np.stack([means[:, i] if i >= 0 else tokens[col] for i, col in self.columns], axis=1)  # [S, F]
+        return np.asarray(self.detector.forward(np.nan_to_num(x)), dtype=np.float64)

@@ -1,9 +1,18 @@
 """Live hallucination flags: each new piece of text with its risk, while generation runs.
 
-`stream(...)` runs ``generate()`` in a worker thread with the recorder on; as each token is chosen, the
-statistics of that step (already summarised by the recorder) go through a detector trained on
-features known while generating (``--features live``: no relative position), and the piece is yielded
-at once. The risk of a token equals what the same detector gives the stored statistics afterwards.
+`stream(...)` runs ``generate()`` with the recorder on, in a greenlet of the calling thread. The streamer
+collects the chosen tokens; at most `latency` seconds after a token is chosen (at a token boundary), it
+reads the waiting steps' statistics from the recorder, scores them with a detector trained on features
+known while generating (``--features live``: no relative position) and switches back to the caller with
+the pieces; the caller's next ``next()`` after them resumes generation where it stopped. The risk of a
+token equals what the same detector gives the stored statistics afterwards.
+
+Why this shape (measured by ``benchmarks/streaming_cost.py`` on a 2-core CPU): generate() in a worker
+thread ran 1.2–1.4× slower than in the main thread (with one torch thread the gap vanished), and
+summarising and scoring every token on its own lost the batched summaries that make tracing cheap.
+
+While the caller holds a piece, generation is suspended inside ``generate()``: the trace hooks stay on the
+model until the loop ends (or the generator is closed), and torch's grad mode is the caller's own.
 
 Example:
     >>> from afip_probe.metrics.detect import Detector
@@ -13,13 +22,15 @@ Example:
 
 from __future__ import annotations
 
-import queue
-import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+import greenlet
+import torch
 from transformers.generation.streamers import BaseStreamer
 
+from ..errors import AfipError
 from ..hooks import trace
 from ..metrics.detect import Detector, LiveScorer
 from ..models import ModelAdapter, adapter_for
@@ -39,71 +50,101 @@ class StreamPiece:
 
 
 class _Streamer(BaseStreamer):
-    """Turns each chosen token into a `StreamPiece` (in generate()'s thread) and hands it over a queue."""
+    """Collects the chosen tokens and, once the oldest waiting one is `latency` seconds old (and at the end),
+    turns them into `StreamPiece`s in one pass and hands them to the consumer (`caller`, the greenlet that
+    iterates `stream`), suspending generate() until the consumer asks for more."""
 
-    def __init__(self, recorder: Any, tokenizer: Any, scorer: LiveScorer | None):
-        self.recorder, self.tokenizer, self.scorer = recorder, tokenizer, scorer
-        self.out: queue.Queue[StreamPiece | BaseException | None] = queue.Queue()
-        self.ids: list[int] = []
-        self.text = ""
+    def __init__(self, recorder: Any, tokenizer: Any, scorer: LiveScorer | None, caller: greenlet.greenlet,
+                 latency: float):
+        self.recorder, self.tokenizer, self.scorer, self.caller = recorder, tokenizer, scorer, caller
+        self.latency = latency
+        self.tokens: list[int] = []  # every generated token so far
+        self.sent = 0  # how many of them were handed over
+        self.text = ""  # their text
+        self.waiting_since: float | None = None
         self.prompt_seen = False
 
     def put(self, value: Any) -> None:
         if not self.prompt_seen:  # generate() first streams the prompt
             self.prompt_seen = True
             return
-        try:
-            token = int(value.reshape(-1)[0])
-            step, arrays, entropy, logp = self.recorder.latest_step(0)
-            self.ids.append(token)
-            text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-            piece = text[len(self.text):] if text.startswith(self.text) else text
-            self.text = text
-            risk = None if self.scorer is None else self.scorer(arrays, entropy, float(logp[token]))
-            self.out.put(StreamPiece(step, token, piece, entropy, float(logp[token]), risk))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, who re-raises it
-            self.out.put(e)
+        self.tokens.append(int(value.reshape(-1)[0]))
+        now = time.perf_counter()
+        if self.waiting_since is None:
+            self.waiting_since = now
+        if now - self.waiting_since >= self.latency:
+            self.hand_over()
 
     def end(self) -> None:
-        self.out.put(None)
+        if self.sent < len(self.tokens):
+            self.hand_over()
+
+    def hand_over(self) -> None:
+        first, tokens = self.sent, self.tokens[self.sent:]
+        live = self.recorder.steps_since(first, tokens)
+        texts = self.tokenizer.batch_decode([self.tokens[: i + 1] for i in range(first, len(self.tokens))],
+                                            skip_special_tokens=True)
+        risks = [None] * len(tokens) if self.scorer is None else \
+            self.scorer(live.arrays, live.token_entropy, live.logprob).tolist()
+        pieces = []
+        for i, (token, text) in enumerate(zip(tokens, texts)):
+            piece = text[len(self.text):] if text.startswith(self.text) else text
+            self.text = text
+            pieces.append(StreamPiece(first + i, token, piece, float(live.token_entropy[i]),
+                                      float(live.logprob[i]), risks[i]))
+        self.sent, self.waiting_since = len(self.tokens), None
+        self.caller.switch(pieces)
 
 
 def stream(model: Any, processor: Any, image: Any, prompt: str = DEFAULT_PROMPT, detector: Detector | None = None,
-           max_new_tokens: int = 64, adapter: ModelAdapter | None = None,
-           **generate_kwargs: Any) -> Iterator[StreamPiece]:
-    """Generate for one image and yield each token's `StreamPiece` as soon as it is chosen."""
+           max_new_tokens: int = 64, adapter: ModelAdapter | None = None, latency: float = 0.05,
+           exact: bool = True, **generate_kwargs: Any) -> Iterator[StreamPiece]:
+    """Generate for one image and yield each token's `StreamPiece`, at most about `latency` seconds after
+    the token is chosen.
+
+    Tokens that come faster than `latency` are handed over in bursts, summarised and scored together (a
+    fast model keeps tracing's batched summaries); ``latency=0`` hands over every token on its own.
+    `exact` is `trace`'s (False: decoding steps read their keys once); `generate_kwargs` go to generate()
+    (greedy unless ``do_sample=True``)."""
+    if latency < 0:
+        raise AfipError(f"latency is a time in seconds, >= 0 (got {latency})")
     adapter = adapter or adapter_for(model, processor)
     scorer = None if detector is None else LiveScorer(detector, adapter.num_layers)
     device = next(model.parameters()).device
     inputs = adapter.build_inputs([image], prompt, device=device)
     tokenizer = getattr(processor, "tokenizer", processor)
-    rec = trace(model, processor, adapter=adapter)
-    streamer = _Streamer(rec, tokenizer, scorer)
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
-                           **{"do_sample": False, **generate_kwargs})
-        except BaseException as e:  # noqa: BLE001
-            failure.append(e)
-            streamer.end()
-
-    worker = threading.Thread(target=work, name="afip-probe-stream", daemon=True)
-    worker.start()
+    rec = trace(model, processor, adapter=adapter, exact=exact)
+    streamer = _Streamer(rec, tokenizer, scorer, greenlet.getcurrent(), latency)
+    worker = greenlet.greenlet(lambda: model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
+                                                      **{"do_sample": False, **generate_kwargs}))
+    grad = _GradModes()
     try:
         while True:
-            item = streamer.out.get()
-            if item is None:
+            pieces = grad.run(worker)  # generate() until the next hand-over, or to its end (then: its output)
+            if worker.dead:
                 break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-        if failure:  # appended before the worker's end(), so already there
-            raise failure[0]
+            yield from pieces
     finally:
-        worker.join()
+        if not worker.dead:  # the consumer stopped early: unwind generate() (its hooks and contexts) now
+            grad.run(worker, stop=True)
         rec.close()
+
+
+class _GradModes:
+    """Each side of the switch keeps its own grad mode (torch keeps one per thread, and generate() turns grad
+    off for its whole run): the caller's while it holds a piece, generate()'s while it runs."""
+
+    def __init__(self) -> None:
+        self.worker = torch.is_grad_enabled()
+
+    def run(self, worker: greenlet.greenlet, stop: bool = False) -> Any:
+        caller = torch.is_grad_enabled()
+        torch.set_grad_enabled(self.worker)
+        try:
+            return worker.throw(greenlet.GreenletExit) if stop else worker.switch()
+        finally:
+            self.worker = torch.is_grad_enabled()
+            torch.set_grad_enabled(caller)
 
 
 def risky_words(pieces: list[StreamPiece], vocabulary: set[str], threshold: float) -> list[int]:
