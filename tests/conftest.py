@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import pytest
 
 DATA = Path(__file__).resolve().parent / "data"  # reference data, with sources and licences in SOURCES.md
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# generated organism scenes go to a fresh cache per test session unless the caller chose one
-os.environ.setdefault("AFIP_PROBE_CACHE", tempfile.mkdtemp(prefix="afip-probe-cache-"))
+# generated organism scenes go to a fresh cache per test session (removed at its end) unless the caller
+# chose one
+_OWN_CACHE = None if "AFIP_PROBE_CACHE" in os.environ else tempfile.mkdtemp(prefix="afip-probe-cache-")
+if _OWN_CACHE is not None:
+    os.environ["AFIP_PROBE_CACHE"] = _OWN_CACHE
 
 from afip_probe.models import tiny  # noqa: E402
 
@@ -24,6 +28,11 @@ FAMILIES = {
 # image sizes that give different patch grids on Qwen (LLaVA resizes all to one grid)
 IMAGE_SIZES = [(56, 56), (112, 56), (84, 84)]
 PROMPTS = ["describe", "please describe this image in detail .", "is there a dog in the image ?"]
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=sorted(FAMILIES))

@@ -68,6 +68,30 @@ def test_a_saved_detector_scores_identically(tmp_path):
         detect.Detector.load(tmp_path / "other.json")
 
 
+@pytest.mark.parametrize("kind", ["logistic", "mlp"])
+def test_the_live_scorer_equals_the_detector_on_the_token_table(kind):
+    """The streaming scorer (numpy on [S, L, ...] arrays) and `predict` on `trace_features`' table agree,
+    also where a feature is infinite or NaN (a layer that sees no image key: peak gap +inf)."""
+    from afip_probe.records import HEAD_FIELDS, LAYER_FIELDS, array_name
+
+    rng = np.random.default_rng(3)
+    steps, layers, heads = 30, 4, 3
+    arrays = {array_name("head", f): rng.normal(size=(steps, layers, heads)) for f in HEAD_FIELDS}
+    arrays |= {array_name("layer", f): rng.random((steps, layers)) for f in LAYER_FIELDS}
+    arrays[array_name("head", "img_max_score")][5, 2] = -np.inf
+    arrays[array_name("layer", "kl")][7, 1] = np.nan
+    tokens = pd.DataFrame({"sample_id": "s", "step": np.arange(steps), "token_entropy": rng.random(steps),
+                           "logprob": -rng.random(steps)})
+    features = [f"{m}_{r}" for m in detect.METRICS for r in ("all", "late", "layer1", "layer2")]
+    features += ["token_entropy", "logprob"]
+    full = detect.trace_features(arrays, tokens, features, layers)
+    assert np.isinf(full.peak_gap_layer2[5]) and np.isnan(full.kl_layer1[7])
+    det = detect.train(full.assign(label=np.where(rng.random(steps) < 0.3, "hallucinated", "real")), features,
+                       kind=kind)
+    live = detect.LiveScorer(det, layers)(arrays, tokens.token_entropy.to_numpy(), tokens.logprob.to_numpy())
+    np.testing.assert_allclose(live, det.predict(full).to_numpy(), atol=1e-6, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def organism(tmp_path_factory):
     """An organism store and a detector trained on it (features known while generating)."""

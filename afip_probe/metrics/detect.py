@@ -77,7 +77,12 @@ def _xy(df: pd.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, np.ndarr
                         "was trained on, or train it on this store")
     x = df[list(features)].to_numpy(dtype=np.float64)
     y = (df.label.astype(str) == "hallucinated").to_numpy() if "label" in df else np.zeros(len(df), bool)
-    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), y
+    return _finite(x), y
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    """Features as a detector reads them: NaN and ±inf (e.g. a layer that sees no image key) read as 0."""
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 @dataclass
@@ -320,8 +325,9 @@ class LiveScorer:
         gives them), token entropy and chosen-token log-probability [S]."""
         per_layer = layer_metrics(arrays)  # metric -> [S, L]
         rows = np.stack([per_layer[m] for m in self.metrics], axis=1)[:, self.metric_of]  # [S, F_layer, L]
-        means = np.einsum("sfl,fl->sf", rows, self.weights)  # [S, F_layer]
+        # a layer outside a feature's range adds nothing, not even its NaN or inf (0 * inf is NaN)
+        means = np.einsum("sfl,fl->sf", np.where(self.weights > 0, rows, 0.0), self.weights)  # [S, F_layer]
         tokens = {"token_entropy": np.asarray(token_entropy, dtype=np.float64),
                   "logprob": np.asarray(logprob, dtype=np.float64)}
         x = np.stack([means[:, i] if i >= 0 else tokens[col] for i, col in self.columns], axis=1)  # [S, F]
-        return np.asarray(self.detector.forward(np.nan_to_num(x)), dtype=np.float64)
+        return np.asarray(self.detector.forward(_finite(x)), dtype=np.float64)
