@@ -23,8 +23,9 @@ FEATURE_SETS = {
 }
 
 
-def _features(tables: list[pd.DataFrame], which: str) -> list[str]:
-    return detect.feature_names(tables[0], ranges=None, per_layer=which != "ranges", position=which != "live")
+def _features(tables: list[pd.DataFrame], which: str, prior: bool) -> list[str]:
+    return detect.feature_names(tables[0], ranges=None, per_layer=which != "ranges", position=which != "live",
+                                prior=prior)
 
 
 def _tables(args: argparse.Namespace) -> pd.DataFrame:
@@ -44,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "dataset the traced images belong to, else the packaged COCO 2014 ground truth)")
         d.add_argument("--features", default="all", choices=sorted(FEATURE_SETS),
                        help="; ".join(f"{k}: {v}" for k, v in FEATURE_SETS.items()) + " (default: %(default)s)")
+        d.add_argument("--token-prior", action=argparse.BooleanOptionalAction, default=True,
+                       help="add the learned token prior (how often training mentions starting with the token "
+                       "were hallucinated; token ids are the model's own, so leave it out to transfer a detector "
+                       "to another model) (default: on)")
         d.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds (default: %(default)s)")
         d.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of captions (default: "
                        "%(default)s)")
@@ -63,7 +68,7 @@ def run_train(args: argparse.Namespace) -> int:
     require_positive(args.folds, "--folds")
     output = claim_file(args.output, overwrite=args.overwrite, flag="-o")
     df = _tables(args)
-    features = _features([df], args.features)
+    features = _features([df], args.features, args.token_prior)
     cv = detect.cross_validate(df, features, args.kind, args.folds, args.resamples)
     det = detect.train(df, features, args.kind)
     det.trained_on.update(stores=list(args.stores), feature_set=args.features, cv_auroc=round(cv.auroc, 4))
@@ -87,7 +92,7 @@ def run_eval(args: argparse.Namespace) -> int:
                                               obj.sample_id.to_numpy(), args.resamples, probabilities=True)]
         singles = []
     else:
-        features = _features([df], args.features)
+        features = _features([df], args.features, args.token_prior)
         evaluations = [detect.cross_validate(df, features, kind, args.folds, args.resamples) for kind in detect.KINDS]
         singles = sorted(detect.single_signals(df, features, args.resamples), key=lambda e: -abs(e.auroc - 0.5))
     frame = detect.table(evaluations + singles)

@@ -2,7 +2,9 @@
 
 A detector scores object-mention tokens (CHAIR label real vs hallucinated) from columns of the token
 table (`afip_probe.metrics.table`): every metric per layer range and per layer, token entropy,
-log-probability and position. Three kinds:
+log-probability and position, and one learned column, the token prior (`TOKEN_PRIOR`: how often the
+training captions' object mentions that begin with this token id were hallucinated; fitted on the
+training captions only, so cross-validation does not leak it). Three kinds:
 
 - every single signal as it is (no training): its AUROC says how far it separates the two groups;
 - ``logistic``: standardised features, L2 logistic regression;
@@ -44,6 +46,7 @@ from ..jsonio import read_json
 from .table import METRICS, default_layer_ranges, layer_metrics, sample_metrics, token_table
 
 KINDS = ("logistic", "mlp")
+TOKEN_PRIOR = "token_prior"  # log hallucination rate of the token id among training object mentions
 FORMAT = "afip-probe-detector/1"
 OBJECT_LABELS = ("real", "hallucinated")
 
@@ -54,10 +57,11 @@ def object_tokens(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def feature_names(df: pd.DataFrame, ranges: Sequence[str] | None = None, per_layer: bool = True,
-                  position: bool = True) -> list[str]:
+                  position: bool = True, prior: bool = False) -> list[str]:
     """Feature columns of a token table: each metric per layer range (`ranges`, default all of them) and,
-    with `per_layer`, per single layer (ranges named ``layer<i>``), token entropy, log-probability and,
-    with `position`, the relative position along the caption (not known while generating)."""
+    with `per_layer`, per single layer (ranges named ``layer<i>``), token entropy, log-probability,
+    with `position` the relative position along the caption (not known while generating), and with
+    `prior` the token prior (`TOKEN_PRIOR`, learned by `train`)."""
     names = []
     for col in df.columns:
         metric, _, rng = col.rpartition("_")
@@ -67,10 +71,16 @@ def feature_names(df: pd.DataFrame, ranges: Sequence[str] | None = None, per_lay
         if (is_layer and per_layer) or (not is_layer and (ranges is None or rng in ranges)):
             names.append(col)
     names += ["token_entropy", "logprob"] + (["relative_position"] if position else [])
-    return names
+    return names + ([TOKEN_PRIOR] if prior else [])
 
 
-def _xy(df: pd.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _xy(df: pd.DataFrame, features: Sequence[str], prior: "TokenPrior | None" = None) -> tuple[np.ndarray, np.ndarray]:
+    if TOKEN_PRIOR in features:
+        if prior is None:
+            raise AfipError(f"{TOKEN_PRIOR} is learned: train a detector with it (it is no signal on its own)")
+        if "token_id" not in df:
+            raise AfipError(f"the token table has no token_id column, which {TOKEN_PRIOR} needs")
+        df = df.assign(**{TOKEN_PRIOR: prior(df.token_id.to_numpy())})
     missing = [f for f in features if f not in df]
     if missing:
         raise AfipError(f"the token table has no {', '.join(missing[:3])}: trace with the layers this detector "
@@ -86,6 +96,33 @@ def _finite(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class TokenPrior:
+    """Log hallucination rate per token id among training object mentions, shrunk towards the overall rate
+    `base` by one pseudo-hallucination: log((h + 1) / (n + 1 / base)) for h of n mentions; a token id not
+    seen in training gets log(base).
+
+    Example:
+        >>> prior = TokenPrior.fit(np.array([7, 7, 7, 9]), np.array([True, True, False, False]))
+        >>> prior(np.array([7, 9, 3])).round(3).tolist()   # base 0.5: (2+1)/(3+2), (0+1)/(1+2), 0.5
+        [-0.511, -1.099, -0.693]
+    """
+
+    rates: dict[str, float]  # token id (as text: JSON keys) -> log rate
+    base: float  # overall rate
+
+    @classmethod
+    def fit(cls, token_ids: np.ndarray, hallucinated: np.ndarray) -> "TokenPrior":
+        base = float(np.mean(hallucinated))
+        counts = pd.DataFrame({"id": token_ids, "h": hallucinated}).groupby("id").h.agg(["sum", "count"])
+        rates = np.log((counts["sum"] + 1.0) / (counts["count"] + 1.0 / base))
+        return cls({str(int(i)): float(r) for i, r in rates.items()}, base)
+
+    def __call__(self, token_ids: Any) -> np.ndarray:
+        default = float(np.log(self.base))
+        return np.array([self.rates.get(str(int(i)), default) for i in np.asarray(token_ids).reshape(-1)])
+
+
+@dataclass
 class Detector:
     """A trained detector: standardisation, then a logistic output (kind ``logistic``) or one hidden ReLU
     layer then a logistic output (kind ``mlp``). `weights` are [W, b] per layer, as nested lists."""
@@ -96,10 +133,15 @@ class Detector:
     scale: list[float]
     weights: list[list[Any]]
     trained_on: dict[str, Any] = field(default_factory=dict)
+    token_prior: dict[str, Any] | None = None  # a `TokenPrior`'s fields, when `TOKEN_PRIOR` is a feature
+
+    @property
+    def prior(self) -> TokenPrior | None:
+        return None if self.token_prior is None else TokenPrior(**self.token_prior)
 
     def predict(self, df: pd.DataFrame) -> pd.Series:
         """P(hallucinated) for every row of a token table (meaningful on object-mention tokens)."""
-        x, _ = _xy(df, self.features)
+        x, _ = _xy(df, self.features, self.prior)
         return pd.Series(self.forward(x), index=df.index, name="risk")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -138,9 +180,13 @@ def train(df: pd.DataFrame, features: Sequence[str], kind: str = "logistic", see
     if kind not in KINDS:
         raise AfipError(f"unknown detector kind {kind!r}: use one of {', '.join(KINDS)}")
     obj = object_tokens(df)
-    x, y = _xy(obj, features)
+    y = (obj.label.astype(str) == "hallucinated").to_numpy()
     if y.all() or not y.any():
         raise AfipError("training a detector needs both real and hallucinated object tokens")
+    prior = TokenPrior.fit(obj.token_id.to_numpy(), y) if TOKEN_PRIOR in features and "token_id" in obj else None
+    x, _ = _xy(obj, features, prior)
+    if prior is not None:  # the model learns from priors fitted without the row's own caption (no leak)
+        x[:, list(features).index(TOKEN_PRIOR)] = _out_of_fold_prior(obj, y)
     mean, scale = x.mean(0), x.std(0)
     scale = np.where(scale > 0, scale, 1.0)
     z = (x - mean) / scale
@@ -151,7 +197,18 @@ def train(df: pd.DataFrame, features: Sequence[str], kind: str = "logistic", see
         model = MLPClassifier(hidden_layer_sizes=(16,), alpha=1e-2, max_iter=2000, random_state=seed).fit(z, y)
         weights = [[w.tolist(), b.tolist()] for w, b in zip(model.coefs_, model.intercepts_)]
     return Detector(kind, list(features), mean.tolist(), scale.tolist(), weights,
-                    {"tokens": int(len(y)), "hallucinated": int(y.sum()), "captions": int(obj.sample_id.nunique())})
+                    {"tokens": int(len(y)), "hallucinated": int(y.sum()), "captions": int(obj.sample_id.nunique())},
+                    None if prior is None else asdict(prior))
+
+
+def _out_of_fold_prior(obj: pd.DataFrame, y: np.ndarray, folds: int = 5) -> np.ndarray:
+    """Each object token's `TokenPrior` value fitted on the other captions' tokens (grouped folds)."""
+    out = np.full(len(obj), np.log(max(y.mean(), 1e-12)))
+    ids = obj.token_id.to_numpy()
+    for tr, te in grouped_folds(obj.sample_id.to_numpy(), folds):
+        if y[tr].any():
+            out[te] = TokenPrior.fit(ids[tr], y[tr])(ids[te])
+    return out
 
 
 def grouped_folds(groups: Sequence[Any], folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -220,7 +277,7 @@ def cross_validate(df: pd.DataFrame, features: Sequence[str], kind: str = "logis
                    n_resamples: int = 1000, seed: int = 0) -> Evaluation:
     """Out-of-fold predictions of a `kind` detector over grouped folds (by caption), then `evaluate_scores`."""
     obj = object_tokens(df)
-    _, y = _xy(obj, features)
+    y = (obj.label.astype(str) == "hallucinated").to_numpy()
     oof = np.full(len(obj), np.nan)
     for tr, te in grouped_folds(obj.sample_id, folds):
         if y[tr].all() or not y[tr].any():
@@ -233,8 +290,10 @@ def cross_validate(df: pd.DataFrame, features: Sequence[str], kind: str = "logis
 
 def single_signals(df: pd.DataFrame, features: Sequence[str], n_resamples: int = 1000,
                    seed: int = 0) -> list[Evaluation]:
-    """Every feature as a detector as it is (higher = hallucinated), no training."""
+    """Every feature as a detector as it is (higher = hallucinated), no training (so not the learned
+    `TOKEN_PRIOR`: cross-validate it on its own instead)."""
     obj = object_tokens(df)
+    features = [f for f in features if f != TOKEN_PRIOR]
     x, y = _xy(obj, features)
     return [evaluate_scores(f, x[:, j], y, obj.sample_id.to_numpy(), n_resamples, seed)
             for j, f in enumerate(features)]
@@ -302,6 +361,7 @@ class LiveScorer:
                             "generating; train one with `afip-probe detect train --features live`")
         ranges = _ranges_for(detector.features, num_layers)
         self.detector = detector
+        self.prior = detector.prior if TOKEN_PRIOR in detector.features else None
         # a layer-range feature is one metric's per-layer row times averaging weights: all of them in one
         # product per step (a per-feature numpy mean costs more than the rest of a streamed token)
         self.metrics = list(METRICS)
@@ -320,14 +380,18 @@ class LiveScorer:
                 self.columns.append((-1, f))
         self.weights = np.stack(weights) if weights else np.zeros((0, num_layers))  # [F_layer, L]
 
-    def __call__(self, arrays: Any, token_entropy: Any, logprob: Any) -> np.ndarray:
+    def __call__(self, arrays: Any, token_entropy: Any, logprob: Any, token_ids: Any = None) -> np.ndarray:
         """Risks [S] of S consecutive steps: `arrays` [S, L, ...] named as stored (as `Recorder.steps_since`
-        gives them), token entropy and chosen-token log-probability [S]."""
+        gives them), token entropy, chosen-token log-probability and chosen token ids [S]."""
         per_layer = layer_metrics(arrays)  # metric -> [S, L]
         rows = np.stack([per_layer[m] for m in self.metrics], axis=1)[:, self.metric_of]  # [S, F_layer, L]
         # a layer outside a feature's range adds nothing, not even its NaN or inf (0 * inf is NaN)
         means = np.einsum("sfl,fl->sf", np.where(self.weights > 0, rows, 0.0), self.weights)  # [S, F_layer]
         tokens = {"token_entropy": np.asarray(token_entropy, dtype=np.float64),
                   "logprob": np.asarray(logprob, dtype=np.float64)}
+        if self.prior is not None:
+            if token_ids is None:
+                raise AfipError(f"this detector uses {TOKEN_PRIOR}: pass the chosen token ids")
+            tokens[TOKEN_PRIOR] = self.prior(token_ids)
         x = np.stack([means[:, i] if i >= 0 else tokens[col] for i, col in self.columns], axis=1)  # [S, F]
         return np.asarray(self.detector.forward(_finite(x)), dtype=np.float64)

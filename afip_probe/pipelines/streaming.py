@@ -85,7 +85,7 @@ class _Streamer(BaseStreamer):
         texts = self.tokenizer.batch_decode([self.tokens[: i + 1] for i in range(first, len(self.tokens))],
                                             skip_special_tokens=True)
         risks = [None] * len(tokens) if self.scorer is None else \
-            self.scorer(live.arrays, live.token_entropy, live.logprob).tolist()
+            self.scorer(live.arrays, live.token_entropy, live.logprob, tokens).tolist()
         pieces = []
         for i, (token, text) in enumerate(zip(tokens, texts)):
             piece = text[len(self.text):] if text.startswith(self.text) else text
