@@ -277,3 +277,27 @@ def test_figures_draw_the_recorded_risk(organism, tmp_path):
     drawn = np.concatenate([line.get_ydata() for line in ax.get_lines()])
     assert np.isin(np.round(df.risk.to_numpy(), 5), np.round(drawn, 5)).any()
     assert "risk_caption" not in all_figures(token_table(st.open(organism / "train")), n_resamples=50)
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "tied-scores"])
+def test_the_caption_bootstrap_equals_sklearn_on_the_resampled_tokens(ties):
+    """Slow reference: each resample's captions concatenated (a caption drawn twice, its tokens twice) and
+    scored by sklearn, resample by resample, with the same draws."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(4)
+    caption = np.repeat(np.arange(25), rng.integers(1, 6, 25))
+    y = rng.random(len(caption)) < 0.25
+    s = rng.normal(size=len(caption)) + y
+    if ties:
+        s = np.round(s, 0)
+    fast = detect.caption_bootstrap(s, y, caption, 60, np.random.default_rng(9), chunk=7)
+    draws = np.random.default_rng(9)
+    members = [np.flatnonzero(caption == c) for c in range(25)]
+    for r in range(60):
+        idx = np.concatenate([members[c] for c in draws.integers(0, 25, 25)])
+        if y[idx].all() or not y[idx].any():
+            assert np.isnan(fast[r]).all()
+            continue
+        np.testing.assert_allclose(fast[r], [roc_auc_score(y[idx], s[idx]), average_precision_score(y[idx], s[idx])],
+                                   rtol=0, atol=1e-12)

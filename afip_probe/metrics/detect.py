@@ -253,15 +253,9 @@ def evaluate_scores(name: str, scores: np.ndarray, positive: np.ndarray, groups:
     if y.all() or not y.any():
         raise AfipError(f"{name}: scoring needs both real and hallucinated object tokens")
     caps, inverse = np.unique(g, return_inverse=True)
-    members = [np.flatnonzero(inverse == c) for c in range(len(caps))]
-    rng = np.random.default_rng(seed)
-    boots: list[tuple[float, float]] = []
-    for _ in range(n_resamples):
-        idx = np.concatenate([members[c] for c in rng.integers(0, len(caps), len(caps))])
-        if y[idx].all() or not y[idx].any():
-            continue
-        boots.append((roc_auc_score(y[idx], s[idx]), average_precision_score(y[idx], s[idx])))
-    b = np.asarray(boots) if boots else np.full((1, 2), np.nan)
+    b = caption_bootstrap(s, y, inverse, n_resamples, np.random.default_rng(seed))  # [R, 2]
+    if not np.isfinite(b).any():
+        b = np.full((1, 2), np.nan)
     lo, hi = np.nanpercentile(b, [2.5, 97.5], axis=0)
     brier, rel = float("nan"), ((), ())
     if probabilities:
@@ -271,6 +265,48 @@ def evaluate_scores(name: str, scores: np.ndarray, positive: np.ndarray, groups:
     return Evaluation(name, float(roc_auc_score(y, s)), (float(lo[0]), float(hi[0])),
                       float(average_precision_score(y, s)), (float(lo[1]), float(hi[1])), brier, int(len(y)),
                       int(y.sum()), int(len(caps)), rel, s, y)
+
+
+def caption_bootstrap(scores: np.ndarray, positive: np.ndarray, caption: np.ndarray, n_resamples: int,
+                      rng: np.random.Generator, chunk: int = 100) -> np.ndarray:
+    """AUROC and average precision [R, 2] of `n_resamples` resamples of the captions with replacement
+    (`caption`: each token's caption index 0..C-1; resample r draws C captions, ``rng.integers(0, C, C)``
+    per resample in turn); NaN where a resample lacks one class.
+
+    A caption drawn k times is its tokens with weight k, so every resample is a weighted AUROC and AP over
+    one sort of the scores: ties share half their weight (AUROC) and one threshold (AP), as in sklearn's
+    `roc_auc_score` and `average_precision_score` on the concatenated tokens, without building them.
+
+    Example:
+        >>> s, y = np.array([0.1, 0.4, 0.35, 0.8]), np.array([False, False, True, True])
+        >>> caption_bootstrap(s, y, np.array([0, 1, 2, 3]), 2, np.random.default_rng(0)).round(3)
+        array([[0.333, 0.833],
+               [  nan,   nan]])
+    """
+    s, y, caption = np.asarray(scores, np.float64), np.asarray(positive, bool), np.asarray(caption)
+    n_caps = int(caption.max()) + 1
+    order = np.argsort(-s, kind="stable")  # descending
+    starts = np.flatnonzero(np.r_[True, np.diff(s[order]) != 0])  # first token of each distinct score
+    cap_sorted, pos_sorted = caption[order], y[order]
+    out = np.full((n_resamples, 2), np.nan)
+    for lo in range(0, n_resamples, chunk):
+        r = min(chunk, n_resamples - lo)
+        draws = rng.integers(0, n_caps, (r, n_caps))
+        counts = np.zeros((r, n_caps))
+        np.add.at(counts, (np.arange(r)[:, None], draws), 1.0)
+        w = counts[:, cap_sorted]  # [r, N] weight of each token, in descending score order
+        pos = np.add.reduceat(np.where(pos_sorted, w, 0.0), starts, axis=1)  # [r, G] per distinct score
+        neg = np.add.reduceat(np.where(pos_sorted, 0.0, w), starts, axis=1)
+        tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+        n_pos, n_neg = tp[:, -1], fp[:, -1]
+        ok = (n_pos > 0) & (n_neg > 0)
+        # AUROC: each positive beats the negatives below its score and ties half of those at it
+        below = n_neg[:, None] - fp  # negative weight strictly below each distinct score
+        auc = (pos * (below + 0.5 * neg)).sum(1) / np.where(ok, n_pos * n_neg, 1.0)
+        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+        ap = (pos * precision).sum(1) / np.where(ok, n_pos, 1.0)
+        out[lo: lo + r] = np.where(ok[:, None], np.stack([auc, ap], axis=1), np.nan)
+    return out
 
 
 def cross_validate(df: pd.DataFrame, features: Sequence[str], kind: str = "logistic", folds: int = 5,
