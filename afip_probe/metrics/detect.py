@@ -76,10 +76,11 @@ def feature_names(df: pd.DataFrame, ranges: Sequence[str] | None = None, per_lay
 
 def _xy(df: pd.DataFrame, features: Sequence[str], prior: "TokenPrior | None" = None) -> tuple[np.ndarray, np.ndarray]:
     if TOKEN_PRIOR in features:
+        if "token_id" not in df:
+            raise AfipError(f"the token table has no token_id column, which {TOKEN_PRIOR} needs "
+                            "(leave it out: --no-token-prior)")
         if prior is None:
             raise AfipError(f"{TOKEN_PRIOR} is learned: train a detector with it (it is no signal on its own)")
-        if "token_id" not in df:
-            raise AfipError(f"the token table has no token_id column, which {TOKEN_PRIOR} needs")
         df = df.assign(**{TOKEN_PRIOR: prior(df.token_id.to_numpy())})
     missing = [f for f in features if f not in df]
     if missing:
@@ -184,7 +185,7 @@ def train(df: pd.DataFrame, features: Sequence[str], kind: str = "logistic", see
     if y.all() or not y.any():
         raise AfipError("training a detector needs both real and hallucinated object tokens")
     prior = TokenPrior.fit(obj.token_id.to_numpy(), y) if TOKEN_PRIOR in features and "token_id" in obj else None
-    x, _ = _xy(obj, features, prior)
+    x, _ = _xy(obj, features, prior)  # (without token ids, this says so)
     if prior is not None:  # the model learns from priors fitted without the row's own caption (no leak)
         x[:, list(features).index(TOKEN_PRIOR)] = _out_of_fold_prior(obj, y)
     mean, scale = x.mean(0), x.std(0)
