@@ -221,6 +221,16 @@ def test_streaming_runs_in_the_callers_thread_and_stops_cleanly(organism):
     assert text_config._attn_implementation == "sdpa"
 
 
+def test_a_token_prior_on_another_models_tokens_is_warned_about(organism, capsys):
+    det = detect.Detector.load(organism / "live.json")
+    model = det.trained_on["model"]
+    assert det.token_prior is not None and model == st.open(organism / "train").settings["model"]
+    assert det.model_mismatch(model) is None
+    assert "--no-token-prior" in det.model_mismatch("llava-hf/llava-1.5-7b-hf")
+    det.token_prior = None
+    assert det.model_mismatch("llava-hf/llava-1.5-7b-hf") is None  # no token ids used: nothing to warn about
+
+
 def test_stream_cli_prints_the_caption_with_risky_object_words_marked(organism, capsys):
     """`afip-probe stream`: the traced caption, every object word marked at threshold 0 and none at 1."""
     image = sorted((organism / "images").iterdir())[0]

@@ -71,7 +71,8 @@ def run_train(args: argparse.Namespace) -> int:
     features = _features([df], args.features, args.token_prior)
     cv = detect.cross_validate(df, features, args.kind, args.folds, args.resamples)
     det = detect.train(df, features, args.kind)
-    det.trained_on.update(stores=list(args.stores), feature_set=args.features, cv_auroc=round(cv.auroc, 4))
+    det.trained_on.update(stores=list(args.stores), feature_set=args.features, cv_auroc=round(cv.auroc, 4),
+                          model=str(df.model.iloc[0]))
     det.save(output)
     print(markdown_table(detect.table([cv])))
     print(f"detector ({args.kind}, {len(features)} features, trained on {det.trained_on['tokens']} object tokens) "
@@ -86,6 +87,9 @@ def run_eval(args: argparse.Namespace) -> int:
     df = _tables(args)
     if args.detector:
         det = detect.Detector.load(args.detector)
+        for model in df.model.unique():
+            if (warning := det.model_mismatch(model)) is not None:
+                print(f"warning: {warning}", file=sys.stderr)
         obj = detect.object_tokens(df)
         evaluations = [detect.evaluate_scores(f"{det.kind} from {args.detector}", det.predict(obj).to_numpy(),
                                               (obj.label.astype(str) == "hallucinated").to_numpy(),

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     detector = Detector.load(args.detector)
     image = load_image(Path(args.image))
     loaded = settings.load()
+    if (warning := detector.model_mismatch(loaded.name)) is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     vocabulary = set(Chair({}).inverse_synonym_dict)
     pieces = []
     torch.manual_seed(settings.seed)

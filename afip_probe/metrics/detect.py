@@ -140,6 +140,15 @@ class Detector:
     def prior(self) -> TokenPrior | None:
         return None if self.token_prior is None else TokenPrior(**self.token_prior)
 
+    def model_mismatch(self, model: str) -> str | None:
+        """A warning when this detector's token prior was learned on another model's tokens than `model`'s
+        (token ids are each tokenizer's own), else None."""
+        trained = self.trained_on.get("model")
+        if self.token_prior is None or not trained or not model or str(model) == str(trained):
+            return None
+        return (f"this detector's token prior was learned on {trained}'s token ids, not {model}'s; "
+                "its risks mean little here (train one with --no-token-prior to carry it to another model)")
+
     def predict(self, df: pd.DataFrame) -> pd.Series:
         """P(hallucinated) for every row of a token table (meaningful on object-mention tokens)."""
         x, _ = _xy(df, self.features, self.prior)

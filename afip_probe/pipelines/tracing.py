@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -107,6 +108,8 @@ def trace_images(
     if shard is not None:
         manifest["shard"] = f"{shard[0]}/{shard[1]}"
     if detector is not None:
+        if (warning := detector.model_mismatch(loaded.name)) is not None:
+            warnings.warn(warning, stacklevel=2)
         manifest["detector"] = {"kind": detector.kind, "features": len(detector.features), **detector.trained_on}
     writer = StoreWriter(out, manifest, resume=resume)
     done = writer.finished() if resume else set()
