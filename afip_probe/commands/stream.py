@@ -38,18 +38,17 @@ def run(args: argparse.Namespace) -> int:
     if (warning := detector.model_mismatch(loaded.name)) is not None:
         print(f"warning: {warning}", file=sys.stderr)
     vocabulary = set(Chair({}).inverse_synonym_dict)
-    pieces = []
+    tokens = flagged = 0
     torch.manual_seed(settings.seed)
     for piece in stream(loaded.model, loaded.processor, image, settings.prompt, detector, adapter=loaded.adapter,
                         latency=args.latency, exact=settings.exact, **settings.generate_kwargs()):
-        pieces.append(piece)
-        flagged = risky_words([piece], vocabulary, args.threshold)
+        tokens += 1
         text = piece.text
-        if flagged:
+        if risky_words([piece], vocabulary, args.threshold):
+            flagged += 1
             word = text.strip()
             text = text.replace(word, f"[{word}!{piece.risk:.2f}]", 1)
         sys.stdout.write(text)
         sys.stdout.flush()
-    flagged = risky_words(pieces, vocabulary, args.threshold)
-    print(f"\n{len(pieces)} tokens, {len(flagged)} object words flagged at risk >= {args.threshold}")
+    print(f"\n{tokens} tokens, {flagged} object words flagged at risk >= {args.threshold}")
     return 0

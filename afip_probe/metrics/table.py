@@ -80,7 +80,7 @@ def store_layers(text: str, settings: Mapping[str, Any]) -> list[int]:
     numbers = [int(n) for n in settings.get("decoder_layers") or range(int(settings.get("num_layers", 0)))]
     if not numbers:
         raise AfipError("the store's manifest names no layers (num_layers); was it written by afip-probe trace?")
-    wanted = Layers(str(text)).resolve(max(numbers) + 1)
+    wanted = set(parse_layers(text, max(numbers) + 1))
     picked = [i for i, number in enumerate(numbers) if number in wanted]
     if not picked:
         raise AfipError(f"--layers {text} names no traced layer: the traced decoder layers are {numbers}")

@@ -39,7 +39,6 @@ class PaliGemmaAdapter(ModelAdapter):
         return prompt
 
 
-
 class Mistral3Adapter(ModelAdapter):
     family = "mistral3"
     covers_whole_image = True
@@ -51,4 +50,3 @@ class Mistral3Adapter(ModelAdapter):
         patch = int(self.model.config.vision_config.patch_size)
         merge = int(self.model.config.spatial_merge_size)
         return [pixtral_grid(tuple(size), patch, merge) for size in sizes.tolist()]
-

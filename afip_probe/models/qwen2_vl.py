@@ -23,7 +23,6 @@ class Qwen2VLAdapter(ModelAdapter):
         return [(int(h) // merge, int(w) // merge) for _, h, w in thw.tolist()]
 
 
-
 class Qwen25VLAdapter(Qwen2VLAdapter):
     family = "qwen2_5_vl"
 

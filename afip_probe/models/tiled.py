@@ -163,7 +163,7 @@ class Gemma3Adapter(TiledAdapter):
         n = len(layout.positions)
         per = int(self.model.config.mm_tokens_per_image)
         boxes = self.pan_and_scan_boxes(width, height) if n > per else []
-        tiles = crop_tiles(n, boxes, overview_last=False, width=width, height=height) if n == per * (
-            1 + len(boxes) if len(boxes) > 1 else 1) else []
+        expected = per * (1 + len(boxes)) if len(boxes) > 1 else per  # the image (and its crops), `per` each
+        tiles = crop_tiles(n, boxes, overview_last=False, width=width, height=height) if n == expected else []
         return tiles or self.guessed_tiles(layout, width, height, f"{n} image tokens are not the image and its "
                                            f"{len(boxes)} pan-and-scan crops of {per} tokens")
