@@ -107,15 +107,19 @@ CONFIGS = [
     AFIP(alpha=0.2, gamma=0.1, k=6, tau=0.0, window=2, layers=[2], gate=False),
     AFIP(alpha=0.2, gamma=0.3, k=2, tau=0.3, window=4, layers=[1], head_correction=False),
     AFIP(alpha=0.2, gamma=0.3, k=2, tau=0.3, window=4, layers=[1], history=False),
+    # gates at τ ≤ 0 (the one-block shortcut through the maximum over all keys needs τ > 0)
+    AFIP(alpha=0.2, gamma=0.3, k=3, tau=0.0, window=4, layers=[0, 2]),
+    AFIP(alpha=0.2, gamma=0.3, k=3, tau=-0.5, window=3, layers=[1, 2]),
 ]
 
 
 # ---------------------------------------------------------------- random rows ----
 
 
-def _simulate(modifier, steps=12, nb=3, H=4, prompt=14, seed=0, runs=2, layout="ragged"):
+def _simulate(modifier, steps=12, nb=3, H=4, prompt=14, seed=0, runs=2, layout="ragged", tied=False):
     """Drive a modifier like a generation: growing kv, 3 layers, and either left padding with ragged
-    image spans (gathered image keys) or one shared image block (sliced image keys)."""
+    image spans (gathered image keys) or one shared image block (sliced image keys). `tied`: every
+    generated token's key scores the same, so the history's argmax ties in every row."""
     g = torch.Generator().manual_seed(seed)
     is_image_p = torch.zeros(nb, prompt, dtype=torch.bool)
     pad = [0, 2, 4] if layout == "ragged" else [0] * nb
@@ -135,11 +139,13 @@ def _simulate(modifier, steps=12, nb=3, H=4, prompt=14, seed=0, runs=2, layout="
             for layer in range(3):
                 B = torch.randn(nb, H, kv, generator=g) * 2
                 B = B.masked_fill(~allowed[:, None, :], float("-inf"))
+                if tied:
+                    B[:, :, prompt - 1: kv - 1] = 1.5  # the keys of steps 0 .. t-1
                 modifier.modify(layer, B, ctx)
 
 
 @pytest.mark.parametrize("layout", ["ragged", "block"])
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"k{c.k}-W{c.window}-g{int(c.gate)}h{int(c.history)}c{int(c.head_correction)}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"k{c.k}-W{c.window}-t{c.tau:g}-g{int(c.gate)}h{int(c.history)}c{int(c.head_correction)}")
 def test_fast_equals_slow_reference_on_random_rows(cfg, layout):
     cfg = dataclasses.replace(cfg)  # a fresh corrector, no state from other tests
     spy = Spy(cfg)
@@ -148,6 +154,25 @@ def test_fast_equals_slow_reference_on_random_rows(cfg, layout):
     changed = sum(not torch.equal(c[3], c[6]) for c in spy.calls)
     assert changed > 0  # the corrector did act
     assert _replay(spy, cfg, num_layers=3) < 1e-5
+
+
+@pytest.mark.parametrize("layout", ["ragged", "block"])
+def test_history_ties_go_to_the_most_recent_step(layout):
+    """Eq. 9's argmax over tied keys takes the smallest j: every row adds γ · the previous step's image row."""
+    cfg = AFIP(alpha=0.0, gamma=1.0, k=2, window=4, layers=[0, 1, 2], head_correction=False, gate=False)
+    spy = Spy(cfg)
+    _simulate(spy, layout=layout, tied=True)
+    assert _replay(spy, cfg, num_layers=3) < 1e-5
+    previous = {}
+    checked = 0
+    for layer, step, run, B, is_image, _allowed, fast in spy.calls:
+        image = is_image[:, None, :].expand_as(B)
+        if step > 0:
+            added = (fast - B)[image]
+            assert float((added - previous[(run, layer)]).abs().max()) < 1e-5, (layer, step)
+            checked += 1
+        previous[(run, layer)] = B[image]
+    assert checked == 2 * 11 * 3
 
 
 # ---------------------------------------------------------------- inside real generation ----

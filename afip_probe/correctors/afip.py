@@ -64,6 +64,7 @@ class AFIP:
     # per layer: the unmodified image rows of the last W steps, [B, H, W, n] (a ring), and rows written
     _hist: dict[int, tuple[torch.Tensor, int]] = field(init=False, repr=False, default_factory=dict)
     _run: int = field(init=False, repr=False, default=-1)
+    _acting: frozenset[int] = field(init=False, repr=False, default=frozenset())  # layer_set, once per run
 
     name = "afip"
 
@@ -86,7 +87,8 @@ class AFIP:
         run = context.run
         if run != self._run:  # a new generate() call: forget the previous history
             self._hist, self._run = {}, run
-        if layer not in self.layer_set(context.num_layers):
+            self._acting = self.layer_set(context.num_layers)
+        if layer not in self._acting:
             return None
         index = context.image_index
         img = index.gather(scores)  # [B, H, n] C_t, unmodified (a view when the image keys form a block)
@@ -108,22 +110,25 @@ class AFIP:
         return out
 
 
-_OFFSETS: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+# The corrector runs once per corrected layer and generated token on rows of a few thousand floats, so its
+# cost is the number of tensor operations (a few microseconds each on a CPU, whatever their size): the
+# helpers below keep that number low (about 24 per call with every switch on) and never read a tensor value
+# on the host.
+
+_SLOTS: dict[tuple[int, int, int, int, torch.device], torch.Tensor] = {}
 
 
-def _offsets(b: int, stride: int, device: torch.device) -> torch.Tensor:
-    """[B, 1] row offsets 0, stride, 2·stride, ... (cached: built once per shape)."""
-    key = (b, stride, device)
-    if key not in _OFFSETS:
-        _OFFSETS[key] = torch.arange(b, device=device)[:, None] * stride
-    return _OFFSETS[key]
-
-
-def _take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """x[b, rows[b, j]] for x [B, H, n] (contiguous) and rows [B, k] -> [B, k, n] (one index_select)."""
-    b, h, n = x.shape
-    flat = rows + _offsets(b, h, rows.device)  # [B, k]
-    return x.view(b * h, n).index_select(0, flat.view(-1)).view(b, -1, n)
+def _ring_rows(bh: int, w: int, last: int, m: int, device: torch.device) -> torch.Tensor:
+    """[m, bh] row numbers in a ring viewed as [bh·w, n]: entry [j, r] is row r's slot of the step j steps
+    before the newest one, whose slot is `last` (cached: one small table per ring position)."""
+    key = (bh, w, last, m, device)
+    table = _SLOTS.get(key)
+    if table is None:
+        if len(_SLOTS) > 4096:
+            _SLOTS.clear()
+        slot = (last - torch.arange(m, device=device)) % w  # [m]
+        table = _SLOTS[key] = slot[:, None] + torch.arange(bh, device=device)[None, :] * w
+    return table
 
 
 def text_max(scores: torch.Tensor, context: Any) -> torch.Tensor:
@@ -143,6 +148,49 @@ def text_max(scores: torch.Tensor, context: Any) -> torch.Tensor:
     return scores.masked_fill(~text[:, None, :], NEG_INF).amax(-1)
 
 
+def open_gates(scores: torch.Tensor, img: torch.Tensor, context: Any, tau: float) -> torch.Tensor:
+    """G = [T − V < τ] per (sample, head) as 1.0 / 0.0, [B, H] float; V the image maximum, T `text_max`.
+
+    With one image block and τ > 0 this reads the maximum M over every key but the query's own instead of
+    T: M = max(T, V), and [M − V < τ] = [T − V < τ] (both true when V ≥ T).
+    """
+    index = context.image_index
+    v_max = (img.masked_fill(~index.valid[:, None, :], NEG_INF) if index.ragged else img).amax(-1)  # [B, H]
+    kv = scores.shape[-1]
+    if tau > 0 and index.block is not None and index.block[1] < kv:
+        top = scores[..., : kv - 1].amax(-1)
+    else:
+        top = text_max(scores, context)
+    return torch.sub(top, v_max).lt_(tau)  # a float tensor compared in place holds 1.0 / 0.0
+
+
+def head_delta(img: torch.Tensor, context: Any, cfg: AFIP) -> torch.Tensor:
+    """Δ1 = Avg − α Var over the top-k heads by max |B| (Eqs. 6–8), [B, n], the same for every head."""
+    b, h, n = img.shape
+    mag = img.abs()  # [B, H, n]
+    if context.image_index.ragged:
+        mag = mag.masked_fill(~context.image_index.valid[:, None, :], 0.0)
+    k = min(cfg.k, h)
+    top = mag.amax(-1).topk(k, dim=-1).indices  # [B, k]
+    chosen = mag.gather(1, top[:, :, None].expand(b, k, n))  # [B, k, n], a new tensor
+    div = h if cfg.avg_divisor == "H" else k
+    avg = chosen.sum(1).div_(div)  # [B, n]
+    spread = chosen.sub_(avg[:, None, :]).square_().sum(1)  # D · Var
+    return torch.add(avg, spread, alpha=-cfg.alpha / div)
+
+
+def history_rows(scores: torch.Tensor, ring: torch.Tensor, m: int, written: int) -> torch.Tensor:
+    """C_{t−1−r} per (sample, head), r = argmax_j B_{q−1−j} over the last m steps' keys (Eqs. 9–10), [B, H, n].
+
+    Ties go to the most recent step (the flip makes j = 0 come first, and argmax takes the first).
+    """
+    b, h, w, n = ring.shape
+    kv = scores.shape[-1]
+    j = scores[:, :, kv - 1 - m: kv - 1].flip(-1).argmax(-1)  # [B, H]; j = 0 is key q-1 (step t-1)
+    rows = _ring_rows(b * h, w, (written - 1) % w, m, j.device).gather(0, j.view(1, b * h))  # [1, B·H]
+    return ring.view(b * h * w, n).index_select(0, rows.view(-1)).view(b, h, n)
+
+
 def correction(scores: torch.Tensor, img: torch.Tensor, ring: torch.Tensor, m: int, written: int,
                context: Any, cfg: AFIP) -> torch.Tensor | None:
     """G·(Δ1 + Δ2) on the image keys, [B, H, n] (zero on padded image slots and where the gate is shut), or
@@ -152,38 +200,18 @@ def correction(scores: torch.Tensor, img: torch.Tensor, ring: torch.Tensor, m: i
     last `m` of them usable).
     """
     b, h, n = img.shape
-    valid = context.image_index.valid  # [B, n]
-    ragged = context.image_index.ragged
-    gate = None
-    if cfg.gate:
-        v_max = (img.masked_fill(~valid[:, None, :], NEG_INF) if ragged else img).amax(-1)  # [B, H]
-        # no early exit when every gate is shut: testing that would wait for the device (a sync per layer)
-        gate = (text_max(scores, context) - v_max) < cfg.tau
-    delta = None
-    if cfg.head_correction:
-        mag = img.abs()  # [B, H, n]
-        if ragged:
-            mag = mag.masked_fill(~valid[:, None, :], 0.0)
-        k = min(cfg.k, h)
-        top = mag.amax(-1).topk(k, dim=-1).indices  # [B, k]
-        chosen = _take_rows(mag, top)  # [B, k, n]
-        div = h if cfg.avg_divisor == "H" else k
-        avg = chosen.sum(1) / div  # [B, n]
-        var = (chosen - avg[:, None, :]).square().sum(1).div_(div)
-        delta = torch.add(avg, var, alpha=-cfg.alpha)[:, None, :]  # [B, 1, n] Δ1, the same for every head
-    if cfg.history and m:
-        kv = scores.shape[-1]
-        j = scores[:, :, kv - 1 - m: kv - 1].flip(-1).argmax(-1)  # [B, H]; j = 0 is key q-1 (step t-1)
-        w = ring.shape[2]
-        slot = (written - 1 - j) % w  # [B, H] ring slot of step t-1-j
-        chosen = _take_rows(ring.view(b, h * w, n), slot + _offsets(h, w, j.device).view(1, h))  # [B, H, n]
-        delta = chosen * cfg.gamma if delta is None else torch.add(delta, chosen, alpha=cfg.gamma)
-    if delta is None:
+    # no early exit when every gate is shut: testing that would wait for the device (a sync per layer)
+    gate = open_gates(scores, img, context, cfg.tau)[:, :, None] if cfg.gate else None  # [B, H, 1]
+    d1 = head_delta(img, context, cfg)[:, None, :] if cfg.head_correction else None  # [B, 1, n]
+    past = history_rows(scores, ring, m, written) if cfg.history and m else None  # [B, H, n]
+    if past is not None:
+        delta = past.mul_(cfg.gamma) if d1 is None else torch.add(d1, past, alpha=cfg.gamma)  # a new tensor
+        if gate is not None:
+            delta.mul_(gate)
+    elif d1 is not None:
+        delta = d1 * gate if gate is not None else d1.expand(b, h, n)
+    else:
         return None
-    if gate is not None:
-        delta = delta * gate[:, :, None].to(delta.dtype)
-    elif delta.shape[1] != h:
-        delta = delta.expand(b, h, n)
-    if ragged:
-        delta = delta * valid[:, None, :]
+    if context.image_index.ragged:
+        delta = delta * context.image_index.valid[:, None, :]
     return delta
