@@ -95,24 +95,26 @@ class AFIP:
         ring, written = self._hist.get(layer, (None, 0))
         if ring is None or ring.shape != (*img.shape[:2], self.window, img.shape[-1]):
             ring, written = img.new_empty(*img.shape[:2], self.window, img.shape[-1]), 0
-        delta = None
-        if self.head_correction or self.history:
-            delta = correction(scores, img, ring, min(written, self.window), written, context, self)
+        parts = correction(scores, img, ring, min(written, self.window), written, context, self)
         ring[:, :, written % self.window].copy_(img)  # after reading: this slot may hold the oldest row
         self._hist[layer] = (ring, written + 1)
-        if delta is None:
+        if parts is None:
             return None
+        delta, gate = parts
         out = scores.clone()
-        if index.block is not None:
-            out[..., index.block[0]: index.block[1]].add_(delta)  # in place on the slice (no write-back copy)
-        else:
-            out.scatter_add_(-1, index.index[:, None, :].expand_as(delta), delta)
-        return out
+        if index.block is not None:  # in place on the slice (no write-back copy); the gate multiplies as it adds
+            target = out[..., index.block[0]: index.block[1]]
+            target.add_(delta) if gate is None else target.addcmul_(delta, gate)
+            return out
+        full = delta.expand(*img.shape) if gate is None else delta * gate  # [B, H, n]
+        if index.ragged:
+            full = full * index.valid[:, None, :]  # nothing lands on a padded slot's key 0
+        return out.scatter_add_(-1, index.index[:, None, :].expand_as(full), full)
 
 
 # The corrector runs once per corrected layer and generated token on rows of a few thousand floats, so its
 # cost is the number of tensor operations (a few microseconds each on a CPU, whatever their size): the
-# helpers below keep that number low (about 24 per call with every switch on) and never read a tensor value
+# helpers below keep that number low (21 per call with every switch on and one image block) and never read a tensor value
 # on the host.
 
 _SLOTS: dict[tuple[int, int, int, int, torch.device], torch.Tensor] = {}
@@ -192,26 +194,22 @@ def history_rows(scores: torch.Tensor, ring: torch.Tensor, m: int, written: int)
 
 
 def correction(scores: torch.Tensor, img: torch.Tensor, ring: torch.Tensor, m: int, written: int,
-               context: Any, cfg: AFIP) -> torch.Tensor | None:
-    """G·(Δ1 + Δ2) on the image keys, [B, H, n] (zero on padded image slots and where the gate is shut), or
-    None when the switches leave nothing to add.
+               context: Any, cfg: AFIP) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(Δ1 + Δ2, G) on the image keys: Δ [B, 1|H, n] (one row for every head when only Δ1 is on) and the
+    gate G [B, H, 1] as 1.0 / 0.0 (None when `gate` is off); None when the switches leave nothing to add.
+    The correction is G·Δ (Eq. 12).
 
     img [B, H, n] this step's image scores; ring [B, H, W, n] the previous rows (`written` so far, the
     last `m` of them usable).
     """
-    b, h, n = img.shape
-    # no early exit when every gate is shut: testing that would wait for the device (a sync per layer)
-    gate = open_gates(scores, img, context, cfg.tau)[:, :, None] if cfg.gate else None  # [B, H, 1]
     d1 = head_delta(img, context, cfg)[:, None, :] if cfg.head_correction else None  # [B, 1, n]
     past = history_rows(scores, ring, m, written) if cfg.history and m else None  # [B, H, n]
     if past is not None:
-        delta = past.mul_(cfg.gamma) if d1 is None else torch.add(d1, past, alpha=cfg.gamma)  # a new tensor
-        if gate is not None:
-            delta.mul_(gate)
+        delta = past.mul_(cfg.gamma) if d1 is None else torch.add(d1, past, alpha=cfg.gamma)
     elif d1 is not None:
-        delta = d1 * gate if gate is not None else d1.expand(b, h, n)
+        delta = d1
     else:
         return None
-    if context.image_index.ragged:
-        delta = delta * context.image_index.valid[:, None, :]
-    return delta
+    # no early exit when every gate is shut: testing that would wait for the device (a sync per layer)
+    gate = open_gates(scores, img, context, cfg.tau)[:, :, None] if cfg.gate else None  # [B, H, 1]
+    return delta, gate
