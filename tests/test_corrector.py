@@ -144,8 +144,12 @@ def _simulate(modifier, steps=12, nb=3, H=4, prompt=14, seed=0, runs=2, layout="
                 modifier.modify(layer, B, ctx)
 
 
+def _config_id(c: AFIP) -> str:
+    return f"k{c.k}-W{c.window}-t{c.tau:g}-g{int(c.gate)}h{int(c.history)}c{int(c.head_correction)}"
+
+
 @pytest.mark.parametrize("layout", ["ragged", "block"])
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"k{c.k}-W{c.window}-t{c.tau:g}-g{int(c.gate)}h{int(c.history)}c{int(c.head_correction)}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_config_id)
 def test_fast_equals_slow_reference_on_random_rows(cfg, layout):
     cfg = dataclasses.replace(cfg)  # a fresh corrector, no state from other tests
     spy = Spy(cfg)

@@ -113,9 +113,9 @@ class AFIP:
 
 
 # The corrector runs once per corrected layer and generated token on rows of a few thousand floats, so its
-# cost is the number of tensor operations (a few microseconds each on a CPU, whatever their size): the
-# helpers below keep that number low (21 per call with every switch on and one image block) and never read a tensor value
-# on the host.
+# cost is the number of tensor operations (a few microseconds each on a CPU, whatever their size). The
+# helpers below keep that number low (21 per call with every switch on and one image block) and never read
+# a tensor value on the host.
 
 _SLOTS: dict[tuple[int, int, int, int, torch.device], torch.Tensor] = {}
 
@@ -182,7 +182,7 @@ def head_delta(img: torch.Tensor, context: Any, cfg: AFIP) -> torch.Tensor:
 
 
 def history_rows(scores: torch.Tensor, ring: torch.Tensor, m: int, written: int) -> torch.Tensor:
-    """C_{t−1−r} per (sample, head), r = argmax_j B_{q−1−j} over the last m steps' keys (Eqs. 9–10), [B, H, n].
+    """C_{t−1−r} per (sample, head), [B, H, n]: r = argmax_j B_{q−1−j} over the last m steps' keys (Eqs. 9–10).
 
     Ties go to the most recent step (the flip makes j = 0 come first, and argmax takes the first).
     """
