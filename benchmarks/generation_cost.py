@@ -13,6 +13,10 @@ and, in one more round that is not timed, each call's peak memory above the leve
 (on CPU glibc's bytes in use, sampled every 2 ms; ``torch.cuda.max_memory_allocated`` on CUDA).
 It prints medians and ratios to plain and writes the table as JSON.
 
+Every run starts after `gc.collect()`. A full collection of the process's ~420,000 Python objects (the
+model's modules, transformers) takes about 0.2 s on this CPU and otherwise lands in a random run: 12 % of an
+organism run. The JSON counts the full collections that still happened inside timed runs (`full_gc`).
+
 Models: ``organism`` (the bundled checkpoint) and ``wide`` (random weights with LLaVA-1.5-7B's
 attention shape scaled in width only: 32 layers, 32 heads, 576 image tokens, head dim 8, or
 ``--wide-head-dim``), or any model name `afip_probe.models.load` accepts.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import platform
@@ -167,12 +172,15 @@ def bench_model(m: LoadedModel, tokens: list[int], reps: int, variants: list[str
     for n in tokens:
         times: dict[str, list[float]] = {v: [] for v in variants}
         mems: dict[str, int] = {}
+        full_gc = {v: 0 for v in variants}
         runner(m, "plain", inputs, min(n, 8))()  # warm-up
         for rep in range(reps + 1):  # the last round measures memory only: sampling it would slow the timed runs
             order = list(variants)
             rng.shuffle(order)
             for v in order:
                 fn = runner(m, v, inputs, n)
+                gc.collect()  # see the module's docstring
+                before_gc = gc.get_stats()[2]["collections"]
                 with torch.inference_mode(), (PeakMemory(dev) if rep == reps else contextlib.nullcontext()) as mem:
                     if dev.type == "cuda":  # CUDA events after a synchronize: the GPU's time, not the launch queue's
                         torch.cuda.synchronize(dev)
@@ -191,20 +199,27 @@ def bench_model(m: LoadedModel, tokens: list[int], reps: int, variants: list[str
                     mems[v] = mem.peak
                 else:
                     times[v].append(elapsed)
+                    full_gc[v] += gc.get_stats()[2]["collections"] - before_gc
         base = statistics.median(times["plain"])
         for v in variants:
             med = statistics.median(times[v])
             rows.append({"model": m.name, "new_tokens": n, "variant": v, "median_s": round(med, 4),
                          "ratio_to_plain": round(med / base, 3), "times_s": [round(t, 4) for t in times[v]],
+                         # the median of each round's ratio (the two runs minutes apart at most): steadier
+                         # than the ratio of medians when the machine's speed drifts
+                         "paired_ratio_median": round(statistics.median(
+                             t / p for t, p in zip(times[v], times["plain"])), 3),
                          "peak_mem_mb": round(mems[v] / 2**20, 1),
-                         "extra_mem_mb_vs_plain": round((mems[v] - mems["plain"]) / 2**20, 1)})
+                         "extra_mem_mb_vs_plain": round((mems[v] - mems["plain"]) / 2**20, 1),
+                         "full_gc": full_gc[v]})
             print(f"{m.name[:38]:<38} {n:>4} {v:<6} {med:8.3f} s  x{med / base:5.2f}  "
-                  f"peak +{mems[v] / 2**20:8.1f} MB", flush=True)
+                  f"(paired x{rows[-1]['paired_ratio_median']:5.2f})  peak +{mems[v] / 2**20:8.1f} MB", flush=True)
     return rows
 
 
 def markdown(table: dict[str, Any]) -> str:
-    """The README's table from a written JSON table: one row per model and length, ratio (extra peak MB)."""
+    """The README's table from a written JSON table: one row per model and length; each cell the ratio of
+    medians, the median of the rounds' paired ratios, and the extra peak memory."""
     variants = list(dict.fromkeys(r["variant"] for r in table["rows"]))
     lines = ["| model | new tokens | plain (s) | " + " | ".join(v for v in variants if v != "plain") + " |",
              "|---|---|---|" + "---|" * (len(variants) - 1)]
@@ -212,7 +227,9 @@ def markdown(table: dict[str, Any]) -> str:
     for r in table["rows"]:
         groups.setdefault((r["model"], r["new_tokens"]), {})[r["variant"]] = r
     for (model, n), by in groups.items():
-        cells = [f"{by[v]['ratio_to_plain']:.2f}× ({by[v]['extra_mem_mb_vs_plain']:+.0f} MB)"
+        plain = by["plain"]["times_s"]  # round by round, in the same order as every variant's
+        paired = {v: statistics.median(t / p for t, p in zip(by[v]["times_s"], plain)) for v in variants}
+        cells = [f"{by[v]['ratio_to_plain']:.2f}× / {paired[v]:.2f}× ({by[v]['extra_mem_mb_vs_plain']:+.0f} MB)"
                  for v in variants if v != "plain"]
         lines.append(f"| {model} | {n} | {by['plain']['median_s']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ The ablations patch `Recorder._summarise` in this process only; nothing here is 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -71,6 +72,7 @@ def ablations(m: Any, inputs: dict[str, Any], n: int, reps: int) -> dict[str, fl
             variant, summarise = ABLATIONS[name]
             recorder.Recorder._summarise = summarise or FULL  # type: ignore[method-assign]
             go = runner(m, variant, inputs, n)
+            gc.collect()  # a full collection costs ~0.2 s; without this it lands in random runs (generation_cost.py)
             with torch.inference_mode():
                 start = time.perf_counter()
                 try:
