@@ -11,6 +11,7 @@ import pandas as pd
 from .. import store as st
 from ..errors import require_positive
 from ..metrics import detect
+from ..metrics.findings import is_hallucinated
 from ..metrics.table import chair_for
 from ..outputs import claim_dir, claim_file
 from ..plots.detect import detector_figure
@@ -92,7 +93,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 print(f"warning: {warning}", file=sys.stderr)
         obj = detect.object_tokens(df)
         evaluations = [detect.evaluate_scores(f"{det.kind} from {args.detector}", det.predict(obj).to_numpy(),
-                                              (obj.label.astype(str) == "hallucinated").to_numpy(),
+                                              is_hallucinated(obj),
                                               obj.sample_id.to_numpy(), args.resamples, probabilities=True)]
         singles = []
     else:

@@ -43,6 +43,7 @@ from sklearn.neural_network import MLPClassifier
 
 from ..errors import AfipError
 from ..jsonio import read_json
+from .findings import is_hallucinated
 from .table import METRICS, default_layer_ranges, layer_metrics, sample_metrics, token_table
 
 KINDS = ("logistic", "mlp")
@@ -87,7 +88,7 @@ def _xy(df: pd.DataFrame, features: Sequence[str], prior: "TokenPrior | None" = 
         raise AfipError(f"the token table has no {', '.join(missing[:3])}: trace with the layers this detector "
                         "was trained on, or train it on this store")
     x = df[list(features)].to_numpy(dtype=np.float64)
-    y = (df.label.astype(str) == "hallucinated").to_numpy() if "label" in df else np.zeros(len(df), bool)
+    y = is_hallucinated(df) if "label" in df else np.zeros(len(df), bool)
     return _finite(x), y
 
 
@@ -190,7 +191,7 @@ def train(df: pd.DataFrame, features: Sequence[str], kind: str = "logistic", see
     if kind not in KINDS:
         raise AfipError(f"unknown detector kind {kind!r}: use one of {', '.join(KINDS)}")
     obj = object_tokens(df)
-    y = (obj.label.astype(str) == "hallucinated").to_numpy()
+    y = is_hallucinated(obj)
     if y.all() or not y.any():
         raise AfipError("training a detector needs both real and hallucinated object tokens")
     prior = TokenPrior.fit(obj.token_id.to_numpy(), y) if TOKEN_PRIOR in features and "token_id" in obj else None
@@ -323,7 +324,7 @@ def cross_validate(df: pd.DataFrame, features: Sequence[str], kind: str = "logis
                    n_resamples: int = 1000, seed: int = 0) -> Evaluation:
     """Out-of-fold predictions of a `kind` detector over grouped folds (by caption), then `evaluate_scores`."""
     obj = object_tokens(df)
-    y = (obj.label.astype(str) == "hallucinated").to_numpy()
+    y = is_hallucinated(obj)
     oof = np.full(len(obj), np.nan)
     for tr, te in grouped_folds(obj.sample_id, folds):
         if y[tr].all() or not y[tr].any():

@@ -171,6 +171,6 @@ def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str
         frame[k] = np.concatenate(parts).astype(np.float32)
     frame.attrs["warnings"] = labelled.attrs.get("warnings", [])
     frame.attrs["layer_ranges"] = ranges
-    keep = ["model", "condition", "sample_id", "image_id", "step", "relative_position", "token_id", "token_text", "label",
-            "object", "mention", "token_entropy", "logprob"] + (["risk"] if "risk" in frame else []) + list(columns)
+    keep = ["model", "condition", "sample_id", "image_id", "step", "relative_position", "token_id", "token_text",
+            "label", "object", "mention", "token_entropy", "logprob"] + (["risk"] if "risk" in frame else []) + list(columns)
     return frame[keep]
