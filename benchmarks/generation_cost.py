@@ -205,16 +205,19 @@ def bench_model(m: LoadedModel, tokens: list[int], reps: int, variants: list[str
             med = statistics.median(times[v])
             rows.append({"model": m.name, "new_tokens": n, "variant": v, "median_s": round(med, 4),
                          "ratio_to_plain": round(med / base, 3), "times_s": [round(t, 4) for t in times[v]],
-                         # the median of each round's ratio (the two runs minutes apart at most): steadier
-                         # than the ratio of medians when the machine's speed drifts
-                         "paired_ratio_median": round(statistics.median(
-                             t / p for t, p in zip(times[v], times["plain"])), 3),
+                         "paired_ratio_median": round(paired_ratio(times[v], times["plain"]), 3),
                          "peak_mem_mb": round(mems[v] / 2**20, 1),
                          "extra_mem_mb_vs_plain": round((mems[v] - mems["plain"]) / 2**20, 1),
                          "full_gc": full_gc[v]})
             print(f"{m.name[:38]:<38} {n:>4} {v:<6} {med:8.3f} s  x{med / base:5.2f}  "
                   f"(paired x{rows[-1]['paired_ratio_median']:5.2f})  peak +{mems[v] / 2**20:8.1f} MB", flush=True)
     return rows
+
+
+def paired_ratio(times: list[float], plain: list[float]) -> float:
+    """The median of each round's ratio to plain (the two runs minutes apart at most): steadier than the ratio
+    of medians when the machine's speed drifts. Both lists are in round order."""
+    return statistics.median(t / p for t, p in zip(times, plain))
 
 
 def markdown(table: dict[str, Any]) -> str:
@@ -228,7 +231,7 @@ def markdown(table: dict[str, Any]) -> str:
         groups.setdefault((r["model"], r["new_tokens"]), {})[r["variant"]] = r
     for (model, n), by in groups.items():
         plain = by["plain"]["times_s"]  # round by round, in the same order as every variant's
-        paired = {v: statistics.median(t / p for t, p in zip(by[v]["times_s"], plain)) for v in variants}
+        paired = {v: paired_ratio(by[v]["times_s"], plain) for v in variants}
         cells = [f"{by[v]['ratio_to_plain']:.2f}× / {paired[v]:.2f}× ({by[v]['extra_mem_mb_vs_plain']:+.0f} MB)"
                  for v in variants if v != "plain"]
         lines.append(f"| {model} | {n} | {by['plain']['median_s']:.2f} | " + " | ".join(cells) + " |")
