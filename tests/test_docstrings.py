@@ -41,6 +41,7 @@ MODULES = [
     "afip_probe.plots.comparison",
     "afip_probe.plots.report",
     "afip_probe.plots.heatmap",
+    "afip_probe.plots.explorer",
     "afip_probe.metrics.attention",
     "afip_probe.metrics.stats",
     "afip_probe.metrics.table",

@@ -156,3 +156,67 @@ def test_the_explorer_folder_follows_the_output_rule(stores, tmp_path, capsys):
     assert main(["explore", str(stores / "full"), "--out", str(out), "--no-progress", "--overwrite"]) == 0
     assert (out / "mine.txt").read_text() == "mine"
     assert len(list((out / "data").glob("s*.js"))) == SCENES
+
+
+#: model output can hold anything: a caption or token that ends the script element in any letter case
+SCRIPT_PAYLOAD = "</SCRIPT><h6>x</h6><SCRIPT>window.pwned=1;document.title='x'</SCRIPT>\u2028<!--"
+#: file and folder names cannot hold '/': markup that runs when parsed as HTML
+NAME_PAYLOAD = "n<h6>n<img src=q onerror=\"window.pwned=1\">"
+
+
+def _planted_store(stores, root):
+    """A store whose sample ids, image file names and store name carry NAME_PAYLOAD and whose captions and
+    tokens carry SCRIPT_PAYLOAD."""
+    import pyarrow.parquet as pq
+
+    images = root / "images"
+    images.mkdir()
+    for i, row in enumerate(st.open(stores / "full").samples("ok").head(2).itertuples()):
+        os.symlink(row.image, images / f"{NAME_PAYLOAD}{i}.png")
+    store = root / f"store{NAME_PAYLOAD}"
+    assert main(["trace", "--model", "organism", "--images", str(images), "--out", str(store),
+                 "--record", "maps", "--max-new-tokens", "6", "--device", "cpu", "--no-progress"]) == 0
+    for kind, column in (("samples", "output_text"), ("tokens", "token_text")):
+        for f in (store / kind).glob("*.parquet"):
+            frame = pq.read_table(f).to_pandas()
+            frame[column] = [SCRIPT_PAYLOAD + str(v) for v in frame[column]]
+            frame.to_parquet(f, index=False)
+    return store
+
+
+def _assert_nothing_ran(browser):
+    from selenium.webdriver.common.by import By
+
+    assert browser.execute_script("return window.pwned === undefined")
+    assert browser.find_elements(By.TAG_NAME, "h6") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "img[src=q]") == []
+    assert not browser.title.startswith("x")
+    shown = " ".join(t.text for t in browser.find_elements(By.CSS_SELECTOR, ".tok"))
+    assert "</SCRIPT><h6>x</h6>" in shown  # the payload is shown as text, not dropped
+
+
+def test_model_output_and_names_cannot_inject_markup_on_disk_or_inline(stores, browser, tmp_path):
+    from afip_probe.plots.explorer import Explorer
+
+    store = _planted_store(stores, tmp_path)
+    assert {s.sample_id for s in st.open(store).samples("ok").itertuples()} == {f"{NAME_PAYLOAD}0", f"{NAME_PAYLOAD}1"}
+    assert main(["explore", str(store), "--out", str(tmp_path / "ex"), "--no-progress"]) == 0
+    _open(browser, tmp_path / "ex" / "index.html")
+    _assert_nothing_ran(browser)
+    assert NAME_PAYLOAD in browser.find_element("id", "title").text
+    assert _errors(browser) == []
+
+    # the notebook view: the page inside an iframe's srcdoc
+    page = tmp_path / "notebook.html"
+    page.write_text("<!doctype html><html><body>" + Explorer([str(store)], max_samples=2)._repr_html_() + "</body></html>")
+    browser.get(page.resolve().as_uri())
+    browser.switch_to.frame(browser.find_element("tag name", "iframe"))
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # the page drew its first map, or a payload broke out (then the asserts below say which)
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+        "return window.pwned !== undefined || document.querySelector('h6') !== null || "
+        "(document.getElementById('heatmap') || {dataset: {}}).dataset.values !== undefined"))
+    _assert_nothing_ran(browser)
+    browser.switch_to.default_content()
+    assert browser.execute_script("return window.pwned === undefined")

@@ -25,6 +25,7 @@ import base64
 import html
 import io
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -54,6 +55,14 @@ def _asset(name: str) -> str:
     return (resources.files("afip_probe.plots") / "explorer_assets" / name).read_text()
 
 
+def _script_asset(name: str) -> str:
+    """A packaged script, checked to hold nothing that would end an inline ``<script>`` element early."""
+    text = _asset(name)
+    if re.search(r"</script|<!--", text, re.IGNORECASE):
+        raise AfipError(f"the packaged {name} holds '</script' or '<!--' and cannot be inlined; reinstall afip-probe")
+    return text
+
+
 def _quantise(values: np.ndarray) -> tuple[str, list[float]]:
     """[..., n] floats -> (base64 of uint8 rows scaled to each row's maximum, the maxima)."""
     v = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0).clip(min=0.0)
@@ -73,6 +82,23 @@ def _image_data(path: str) -> tuple[bytes, int, int]:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return buf.getvalue(), width, height
+
+
+#: characters a JSON text may hold that end or disturb an HTML script element: every ``<`` (``</script``,
+#: ``</SCRIPT``, ``<!--``), ``>`` and ``&``, and the line separators U+2028 / U+2029
+_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """`value` as JSON that is safe inside an HTML ``<script>`` element: the same JavaScript value, with no
+    character of the data able to end the script or start markup (model output can hold anything).
+
+    Example:
+        >>> script_json({"text": "</SCRIPT><h6>x</h6>"})
+        '{"text":"\\\\u003c/SCRIPT\\\\u003e\\\\u003ch6\\\\u003ex\\\\u003c/h6\\\\u003e"}'
+    """
+    text = json.dumps(value, separators=(",", ":"))
+    return re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_UNSAFE[m.group()], text)
 
 
 def _round(values: Any) -> list[float | None]:
@@ -157,8 +183,8 @@ def write_explorer(stores: Sequence[Any], out: str | Path, max_samples: int | No
     for i, s in enumerate(samples):
         (out / "images" / f"{i}.png").write_bytes(s.image)
         payload = dict(s.payload, image=f"images/{i}.png")
-        (out / "data" / f"s{i}.js").write_text(f"AFIP.register({i},{json.dumps(payload, separators=(',', ':'))});\n")
-    (out / "data" / "index.js").write_text(f"window.AFIP_INDEX={json.dumps(meta, separators=(',', ':'))};\n")
+        (out / "data" / f"s{i}.js").write_text(f"AFIP.register({i},{script_json(payload)});\n")
+    (out / "data" / "index.js").write_text(f"window.AFIP_INDEX={script_json(meta)};\n")
     page = _asset("page.html").replace("{{TITLE}}", html.escape(meta["title"]))
     page = page.replace("{{HEAD}}", '<link rel="stylesheet" href="explorer.css">')
     page = page.replace("{{SCRIPTS}}", '<script src="data/index.js"></script>\n<script src="explorer.js"></script>')
@@ -169,13 +195,13 @@ def write_explorer(stores: Sequence[Any], out: str | Path, max_samples: int | No
 def inline_page(stores: Sequence[Any], max_samples: int | None = 50, progress: bool = False) -> str:
     """The whole explorer as one HTML document (data and images inline), for notebooks."""
     meta, samples = _collect(stores, max_samples, progress)
-    data = [f"window.AFIP_INDEX={json.dumps(meta, separators=(',', ':'))};", _asset("explorer.js")]
+    data = [f"window.AFIP_INDEX={script_json(meta)};", _script_asset("explorer.js")]
     for i, s in enumerate(samples):
         uri = "data:image/png;base64," + base64.b64encode(s.image).decode()
-        data.append(f"AFIP.register({i},{json.dumps(dict(s.payload, image=uri), separators=(',', ':'))});")
+        data.append(f"AFIP.register({i},{script_json(dict(s.payload, image=uri))});")
     page = _asset("page.html").replace("{{TITLE}}", html.escape(meta["title"]))
     page = page.replace("{{HEAD}}", f"<style>{_asset('explorer.css')}</style>")
-    return page.replace("{{SCRIPTS}}", "<script>\n" + "\n".join(data).replace("</script", "<\\/script") + "\n</script>")
+    return page.replace("{{SCRIPTS}}", "<script>\n" + "\n".join(data) + "\n</script>")
 
 
 class Explorer:
