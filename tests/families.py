@@ -28,6 +28,9 @@ from transformers import PreTrainedTokenizerFast
 from afip_probe.models.tiny import DEFAULT_CORPUS, LLAVA_TEMPLATE, image_only, tiny_llava
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM = 64, 3, 4, 2, 16
+#: PaliGemma 2's attention logit cap, and the factor its query and key weights are scaled by so that its
+#: uncapped scores reach ~10: capped at 2, the attention differs from uncapped by far more than the tolerances
+SOFTCAP, SOFTCAP_WEIGHT_SCALE = 2.0, 10.0
 
 #: special tokens of every family, and the tokenizer attributes processors read
 SPECIALS = [
@@ -157,7 +160,7 @@ def paligemma(version: int = 2) -> tuple[Any, Any]:
     ip = T.SiglipImageProcessor(size={"height": 32, "width": 32})
     proc = T.PaliGemmaProcessor(image_processor=ip, tokenizer=tok, chat_template=template("<image>"))
     if version == 2:
-        text = text_config(T.Gemma2Config, tok, attn_logit_softcapping=5.0, final_logit_softcapping=30.0,
+        text = text_config(T.Gemma2Config, tok, attn_logit_softcapping=SOFTCAP, final_logit_softcapping=30.0,
                            sliding_window=4096, query_pre_attn_scalar=HEAD_DIM)
     else:
         text = text_config(T.GemmaConfig, tok)
@@ -167,7 +170,13 @@ def paligemma(version: int = 2) -> tuple[Any, Any]:
     cfg.text_config.num_image_tokens = (32 // 8) ** 2
     proc.image_seq_length = (32 // 8) ** 2
     torch.manual_seed(0)
-    return finish(T.PaliGemmaForConditionalGeneration(cfg), tok), proc
+    model = T.PaliGemmaForConditionalGeneration(cfg)
+    if version == 2:  # scores of order 10 against a cap of 2: capping changes the attention, not only its rounding
+        with torch.no_grad():
+            for layer in model.model.language_model.layers:
+                layer.self_attn.q_proj.weight.mul_(SOFTCAP_WEIGHT_SCALE)
+                layer.self_attn.k_proj.weight.mul_(SOFTCAP_WEIGHT_SCALE)
+    return finish(model, tok), proc
 
 
 # ---------------------------------------------------------------------- Qwen3-VL, GLM-4V
