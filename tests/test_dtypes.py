@@ -56,9 +56,13 @@ def test_tracing_in_half_precision(dtype):
     eager = _teacher_forced_eager(model, inputs, traced)  # [L, B, H, q, kv]
     prompt = inputs["input_ids"].shape[1]
     image_id = adapter_for(model, processor).image_token_id
+    assert traced.shape[1] == prompt + NEW_TOKENS and len(rec.traces) == len(traced)
     for b, tr in enumerate(rec.traces):
+        # every generated token is recorded, no more (min_new_tokens: no end of sequence before the last)
+        assert tr.generated_ids == traced[b, prompt:].tolist()
+        assert tr.head["var"].shape[0] == tr.maps.shape[0] == NEW_TOKENS
         pos = (inputs["input_ids"][b] == image_id).nonzero().flatten()
-        a = eager[:, b, :, prompt - 1: prompt - 1 + tr.num_tokens][..., pos]  # [L, H, T, n]
+        a = eager[:, b, :, prompt - 1: prompt - 1 + NEW_TOKENS][..., pos]  # [L, H, T, n]
         np.testing.assert_allclose(tr.head["var"], a.sum(-1).permute(2, 0, 1).numpy(), atol=tol_var, rtol=0)
         np.testing.assert_allclose(tr.maps, a.mean(1).permute(1, 0, 2).numpy(), atol=tol_maps, rtol=0)
         ref = rec32.traces[b]
@@ -80,6 +84,8 @@ def test_sampling_traced_equals_plain():
     assert torch.equal(plain, traced)
     torch.manual_seed(8)
     assert not torch.equal(plain, model.generate(**inputs, **kw))  # sampling does change with the seed
-    assert [tr.generated_ids for tr in rec.traces] == [
-        [t for t in row.tolist()[inputs["input_ids"].shape[1]:]][: len(tr.generated_ids)]
-        for row, tr in zip(traced, rec.traces)]
+    eos = model.generation_config.eos_token_id
+    for row, tr in zip(traced, rec.traces):
+        ids = row.tolist()[inputs["input_ids"].shape[1]:]
+        length = ids.index(eos) + 1 if eos in ids else len(ids)  # up to the end of sequence, padding after it
+        assert tr.generated_ids == ids[:length] and tr.head["var"].shape[0] == length
