@@ -23,10 +23,11 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationSettings)}
 
 
 def add_generation_flags(parser: argparse.ArgumentParser, *, record: bool = False, model_required: bool = False,
-                         prompt: bool = True, **defaults: Any) -> None:
+                         prompt: bool = True, single_read: bool | None = None, **defaults: Any) -> None:
     """Add --model, --prompt, --max-new-tokens, --batch-size, --dtype, --device, --seed,
-    --trust-remote-code, --do-sample (and --record, --single-read when the command traces). `defaults` overrides a default where a
-    command's job needs another one (e.g. POPE answers need few new tokens)."""
+    --trust-remote-code, --do-sample (and --record when the command writes a trace store, --single-read when
+    it traces: by default with --record). `defaults` overrides a default where a command's job needs another
+    one (e.g. POPE answers need few new tokens)."""
     d = {**DEFAULTS, **defaults}
     g = parser.add_argument_group("generation")
     if model_required:
@@ -38,6 +39,7 @@ def add_generation_flags(parser: argparse.ArgumentParser, *, record: bool = Fals
     if record:
         g.add_argument("--record", dest="level", default=d["level"], choices=LEVELS,
                        help="record level (default: %(default)s)")
+    if record if single_read is None else single_read:
         g.add_argument("--single-read", dest="exact", action="store_false",
                        help="decoding steps take their output from the recorded score row instead of SDPA: "
                        "faster, outputs equal up to float rounding (README: what tracing costs)")

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency", type=float, default=0.05,
                    help="seconds a chosen token may wait to be printed with the next ones (scored together, "
                    "cheaper); 0 prints every token on its own (default: %(default)s)")
-    add_generation_flags(p)
+    add_generation_flags(p, single_read=True)
     p.set_defaults(func=run)
 
 

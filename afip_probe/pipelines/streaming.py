@@ -50,9 +50,13 @@ class StreamPiece:
 
 
 class _Streamer(BaseStreamer):
-    """Collects the chosen tokens and, once the oldest waiting one is `latency` seconds old (and at the end),
-    turns them into `StreamPiece`s in one pass and hands them to the consumer (`caller`, the greenlet that
-    iterates `stream`), suspending generate() until the consumer asks for more."""
+    """Collects the chosen tokens and hands them to the consumer (`caller`, the greenlet that iterates
+    `stream`) as `StreamPiece`s, suspending generate() until the consumer asks for more.
+
+    A token is handed over as soon as it is chosen unless the next one is expected early enough for both to
+    go together within `latency`: it waits only while (time the oldest waiting token has waited) + (the last
+    step's duration) stays under `latency`. A model slower than `latency` per token hands over every token
+    the moment it is chosen; a fast one, in bursts of about `latency`."""
 
     def __init__(self, recorder: Any, tokenizer: Any, scorer: LiveScorer | None, caller: greenlet.greenlet,
                  latency: float):
@@ -61,7 +65,8 @@ class _Streamer(BaseStreamer):
         self.tokens: list[int] = []  # every generated token so far
         self.sent = 0  # how many of them were handed over
         self.text = ""  # their text
-        self.waiting_since: float | None = None
+        self.waiting_since: float | None = None  # when the oldest waiting token was chosen
+        self.last_token = time.perf_counter()  # when the previous token was chosen (first: when generate() began)
         self.prompt_seen = False
 
     def put(self, value: Any) -> None:
@@ -70,9 +75,10 @@ class _Streamer(BaseStreamer):
             return
         self.tokens.append(int(value.reshape(-1)[0]))
         now = time.perf_counter()
+        step, self.last_token = now - self.last_token, now
         if self.waiting_since is None:
             self.waiting_since = now
-        if now - self.waiting_since >= self.latency:
+        if now - self.waiting_since + step >= self.latency:  # waiting for the next token would make this late
             self.hand_over()
 
     def end(self) -> None:
@@ -100,10 +106,12 @@ def stream(model: Any, processor: Any, image: Any, prompt: str = DEFAULT_PROMPT,
            max_new_tokens: int = 64, adapter: ModelAdapter | None = None, latency: float = 0.05,
            exact: bool = True, **generate_kwargs: Any) -> Iterator[StreamPiece]:
     """Generate for one image and yield each token's `StreamPiece`, at most about `latency` seconds after
-    the token is chosen.
+    the token is chosen (judged by the last step's duration: a model whose steps slow down suddenly can
+    make a waiting token late by the difference).
 
     Tokens that come faster than `latency` are handed over in bursts, summarised and scored together (a
-    fast model keeps tracing's batched summaries); ``latency=0`` hands over every token on its own.
+    fast model keeps tracing's batched summaries); a model slower than `latency` per token, and
+    ``latency=0``, hand over every token the moment it is chosen.
     `exact` is `trace`'s (False: decoding steps read their keys once); `generate_kwargs` go to generate()
     (greedy unless ``do_sample=True``)."""
     if latency < 0:
