@@ -43,11 +43,10 @@ def output_kind(path: Path) -> str | None:
         return None
 
 
-def claim_dir(path: str | Path, kind: str, *, writes: Sequence[str] = (), overwrite: bool = False,
-              resume: bool = False, flag: str = "--out") -> Path:
-    """Make `path` ready to receive a `kind` output whose top-level entries are `writes`; see the module doc.
-
-    With `overwrite`, the entries an earlier output of this kind wrote are removed first."""
+def check_dir(path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False,
+              flag: str = "--out") -> Path:
+    """Refuse `path` now if `claim_dir` would refuse it, writing nothing: commands check their outputs first,
+    then their inputs, and claim the output only when they are about to write into it."""
     root = Path(path)
     if root.exists() and not root.is_dir():
         raise AfipError(f"{flag} {root} is a file; give a new folder")
@@ -57,12 +56,20 @@ def claim_dir(path: str | Path, kind: str, *, writes: Sequence[str] = (), overwr
             what = f"an afip-probe {found} output, not a {kind} one" if found else \
                 f"not an afip-probe {kind} output"
             raise AfipError(f"{flag} {root} is not empty and is {what}; give a new folder {KEEP}")
-        if overwrite:
-            old = json.loads((root / MARKER).read_text()).get("written", [])
-            remove_entries(root, old)
-        elif not resume:
+        if not overwrite and not resume:
             raise AfipError(f"{flag} {root} holds an earlier {kind} output; pass --overwrite to replace it"
                             f"{', or --resume to continue it' if kind in RESUMABLE else ''}, or give a new folder")
+    return root
+
+
+def claim_dir(path: str | Path, kind: str, *, writes: Sequence[str] = (), overwrite: bool = False,
+              resume: bool = False, flag: str = "--out") -> Path:
+    """Make `path` ready to receive a `kind` output whose top-level entries are `writes`; see the module doc.
+
+    With `overwrite`, the entries an earlier output of this kind wrote are removed first."""
+    root = check_dir(path, kind, overwrite=overwrite, resume=resume, flag=flag)
+    if overwrite and output_kind(root) == kind:
+        remove_entries(root, json.loads((root / MARKER).read_text()).get("written", []))
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text(json.dumps({"kind": kind, "written": sorted(set(writes))}) + "\n")
     return root
@@ -88,20 +95,26 @@ def remove_entries(root: Path, names: Iterable[str]) -> None:
             entry.unlink()
 
 
-def claim_file(path: str | Path, *, overwrite: bool = False, flag: str = "--out") -> Path:
-    """`path` for a new output file: refused when it exists, unless `overwrite` (the user named it)."""
+def check_file(path: str | Path, *, overwrite: bool = False, flag: str = "--out") -> Path:
+    """Refuse `path` now if `claim_file` would refuse it, writing nothing (see `check_dir`)."""
     p = Path(path)
     if p.is_dir():
         raise AfipError(f"{flag} {p} is a folder; give a file name")
     if p.exists() and not overwrite:
         raise AfipError(f"{flag} {p} exists; pass --overwrite to replace it, or give a new file name")
+    return p
+
+
+def claim_file(path: str | Path, *, overwrite: bool = False, flag: str = "--out") -> Path:
+    """`path` for a new output file: refused when it exists, unless `overwrite` (the user named it); its
+    folder is created."""
+    p = check_file(path, overwrite=overwrite, flag=flag)
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
 
 
-def claim_jsonl(path: str | Path, keys: Sequence[str], *, flag: str = "--out") -> Path:
-    """`path` for an appendable JSONL output: new, empty, or every line an afip-probe row with `keys`
-    (then the run resumes it). A line cut by a kill is allowed as the last one, after at least one row."""
+def check_jsonl(path: str | Path, keys: Sequence[str], *, flag: str = "--out") -> Path:
+    """Refuse `path` now if `claim_jsonl` would refuse it, writing nothing (see `check_dir`)."""
     p = Path(path)
     if p.is_dir():
         raise AfipError(f"{flag} {p} is a folder; give a .jsonl file name")
@@ -116,5 +129,12 @@ def claim_jsonl(path: str | Path, keys: Sequence[str], *, flag: str = "--out") -
             if not ours:
                 raise AfipError(f"{flag} {p} exists and is not an afip-probe output (line {i + 1}); give a new "
                                 f"file name {KEEP}")
+    return p
+
+
+def claim_jsonl(path: str | Path, keys: Sequence[str], *, flag: str = "--out") -> Path:
+    """`path` for an appendable JSONL output: new, empty, or every line an afip-probe row with `keys`
+    (then the run resumes it). A line cut by a kill is allowed as the last one, after at least one row."""
+    p = check_jsonl(path, keys, flag=flag)
     p.parent.mkdir(parents=True, exist_ok=True)
     return p

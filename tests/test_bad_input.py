@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -60,6 +61,8 @@ CASES = [
     ("trace: model without image tokens", "trace --model {textonly} --images {images} --out {root}/o5", "not a vision-language model"),
     ("trace: --max-new-tokens 0", "trace --model {model} --images {images} --out {root}/o6 --max-new-tokens 0", "at least 1"),
     ("trace: --out is a folder that is not a store", "trace --model {model} --images {images} --out {notastore}", "not an empty folder"),
+    ("trace: --out is checked before the model loads", "trace --model {root}/nomodel --images {images} --out {notastore}", "not an empty folder"),
+    ("compare: --out is checked before the model loads", "compare --model {root}/nomodel --images {images} --out {notastore} --correct afip", "not an afip-probe compare output"),
     ("trace: bad --shard", "trace --model {model} --images {images} --out {root}/o7 --shard 2/2", "0 <= i < N"),
     ("chair: caption file missing", "chair {root}/nope.jsonl", "no such caption file"),
     ("chair: malformed JSON", "chair {bad_json}", "not valid JSON"),
@@ -81,6 +84,12 @@ CASES = [
     ("figures: not a trace store", "figures {notastore} --out {root}/f1", "not a trace store"),
     ("figures: no object token has a label", "figures {store} --out {root}/f2", "no object tokens"),
     ("figures: unknown layer range", "figures {store} --layers upper --out {root}/f3", "layer range"),
+    ("figures: store path does not exist (default --out)", "figures {root}/nope", "no trace store at"),
+    ("explore: not a trace store", "explore {notastore} --out {root}/x1", "not a trace store"),
+    ("explore: store path does not exist (default --out)", "explore {root}/nope", "no trace store at"),
+    ("detect eval: not a trace store", "detect eval {notastore} --out {root}/de1", "not a trace store"),
+    ("detect eval: no object token has a label", "detect eval {store} --out {root}/de2", "object tokens"),
+    ("detect train: not a trace store", "detect train {notastore} -o {root}/dt/det.json", "not a trace store"),
     ("heatmap: unknown sample id", "heatmap {store} nosuch --out {root}/h.png", "no finished sample"),
     ("heatmap: store recorded at stats", "heatmap {store} COCO_val2014_000000000001 --out {root}/h.png", "--record maps"),
     ("heatmap: layers outside the model", "heatmap {store} COCO_val2014_000000000001 --layers 7- --out {root}/h.png", "has layers"),
@@ -91,16 +100,31 @@ CASES = [
     ("demo: --out holds files the demo did not write", "demo --out {notastore}", "not an afip-probe demo output"),
     ("demo: --out is a file", "demo --out {notes_csv}", "is a file"),
     ("sweep: --n 0", "sweep --n 0 --out {root}/s.csv", "at least 1"),
+    ("chair: caption file missing (output in a new folder)", "chair {root}/nope.jsonl -o {root}/ch/out.json", "no such caption file"),
+    ("chair-eval: model without image tokens (output in a new folder)", "chair-eval --model {textonly} --images {images} --out {root}/ce/e.jsonl", "not a vision-language model"),
 ]
 
 
-def run_case(argv: str, files: dict[str, str]) -> tuple[int, str, str]:
+def run_case(argv: str, files: dict[str, str]) -> tuple[int, str, str, list[str]]:
+    """Run one case from an empty working folder; returns (exit code, stdout, stderr, paths it left behind
+    under the files' root or in the working folder)."""
     args = argv.format(**files).split() + (["--no-progress"] if argv.split()[0] in
-                                           ("trace", "compare", "chair-eval", "pope-eval", "demo", "figures") else [])
+                                           ("trace", "compare", "chair-eval", "pope-eval", "demo", "figures",
+                                            "explore") else [])
+    root = Path(files["root"])
+    cwd = Path(tempfile.mkdtemp(prefix="cwd-", dir=root))
+    before = {p for p in root.rglob("*")}
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(args)
-    return rc, out.getvalue(), err.getvalue()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(args)
+    finally:
+        os.chdir(here)
+    left = sorted(str(p.relative_to(root)) for p in set(root.rglob("*")) - before)
+    cwd.rmdir() if not any(cwd.iterdir()) else None
+    return rc, out.getvalue(), err.getvalue(), left
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +134,8 @@ def files(tmp_path_factory):
 
 @pytest.mark.parametrize("what,argv,expect", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2(files, what, argv, expect):
-    rc, _out, err = run_case(argv, files)
+    rc, _out, err, left = run_case(argv, files)
+    assert left == [], f"{what}: left {left} behind"
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("[transformers]")
              and "Loading weights" not in ln]
     assert rc == 2, (what, err)
@@ -123,9 +148,9 @@ def test_bad_input_is_one_line_exit_2(files, what, argv, expect):
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         f = make_files(Path(tmp))
-        print("| bad input | command | what the user sees (exit code 2) |\n|---|---|---|")
+        print("| bad input | command | what the user sees (exit code 2) | leaves nothing |\n|---|---|---|---|")
         for what, argv, _ in CASES:
-            rc, _o, err = run_case(argv, f)
+            rc, _o, err, left = run_case(argv, f)
             line = next(ln for ln in err.splitlines() if ": error: " in ln).replace(tmp, "…").replace("`", "'")
-            shown = argv.split()[0] if not argv.startswith("organism") else "organism scenes"
-            print(f"| {what.split(': ', 1)[1]} | `{shown}` | `{line}` (rc {rc}) |")
+            shown = " ".join(argv.split()[:2]) if argv.split()[0] in ("organism", "detect") else argv.split()[0]
+            print(f"| {what.split(': ', 1)[1]} | `{shown}` | `{line}` (rc {rc}) | {'yes' if not left else 'no: ' + ', '.join(left)} |")

@@ -60,7 +60,7 @@ def test_a_users_files_survive_every_writing_command(files, tmp_path, what, argv
     (user_dir / "notes.txt").write_text("years of work")
     user_file.write_text("\\documentclass{article}")
     before = _snapshot(user_dir, user_file)
-    rc, _out, err = run_case(argv, files | {"user_dir": str(user_dir), "user_file": str(user_file)})
+    rc, _out, err, _left = run_case(argv, files | {"user_dir": str(user_dir), "user_file": str(user_file)})
     assert rc == 2, (what, err)
     assert "exists" in err or "not an afip-probe" in err, err
     assert _snapshot(user_dir, user_file) == before
@@ -68,16 +68,18 @@ def test_a_users_files_survive_every_writing_command(files, tmp_path, what, argv
 
 
 def test_overwrite_replaces_only_its_own_files(files, tmp_path, capsys):
-    out = tmp_path / "figs"
-    args = ["figures", files["store"], "--out", str(out), "--no-progress"]
-    # the store has no labelled object token (tiny random model): figures fails after claiming the folder,
-    # which is then an (empty) figures output of afip-probe's; a second run needs --overwrite
-    main(args)
+    out = tmp_path / "ex"
+    # the store has no labelled object token (tiny random model): figures refuses it before claiming a folder
+    assert main(["figures", files["store"], "--out", str(out), "--no-progress"]) == 2 and not out.exists()
+    args = ["explore", files["store"], "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    written = sorted(p.name for p in out.iterdir())
     (out / "my_notes.txt").write_text("mine")
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
-    main(args + ["--overwrite"])
+    assert main(args + ["--overwrite"]) == 0
     assert (out / "my_notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == sorted(written + ["my_notes.txt"])
 
 
 def test_a_resumable_jsonl_output_is_resumed_only_when_it_is_afip_probes(tmp_path):

@@ -11,7 +11,7 @@ from .. import store as st
 from ..errors import AfipError
 from ..metrics.chair import Chair, load_captions
 from ..metrics.labels import label_store
-from ..outputs import claim_file
+from ..outputs import check_file, claim_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    output = claim_file(args.output, overwrite=args.overwrite, flag="-o") if args.output else None
-    labels = claim_file(args.labels, overwrite=args.overwrite, flag="--labels") if args.labels else None
+    output = check_file(args.output, overwrite=args.overwrite, flag="-o") if args.output else None
+    labels = check_file(args.labels, overwrite=args.overwrite, flag="--labels") if args.labels else None
     source = Path(args.captions)
     if not source.exists():
         raise AfipError(f"{source}: no such caption file or trace store")
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         chair = Chair.for_images(ok["image"], args.annotations)
         captions, warnings = list(zip(ok["image_id"].tolist(), ok["output_text"].tolist())), []
     else:
+        if labels is not None:
+            raise AfipError("--labels needs a trace store as input")
         chair = Chair.load(args.annotations)
         captions, warnings = load_captions(source, args.image_id_key, args.caption_key)
         if not captions:
@@ -54,12 +56,10 @@ def run(args: argparse.Namespace) -> int:
                         f"{captions[0][0]!r}); give --annotations with your dataset's COCO-format files")
     warnings += result.warnings
     if output is not None:
-        output.write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False))
+        claim_file(output, overwrite=args.overwrite, flag="-o").write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False))
     if labels is not None:
-        if store is None:
-            raise AfipError("--labels needs a trace store as input")
         labelled = label_store(store, chair)
-        labelled.to_parquet(labels, index=False)
+        labelled.to_parquet(claim_file(labels, overwrite=args.overwrite, flag="--labels"), index=False)
         warnings += labelled.attrs.get("warnings", [])
         counts = labelled["label"].value_counts()
         print(f"token labels: {counts.get('real', 0)} real, {counts.get('hallucinated', 0)} hallucinated -> {labels}")

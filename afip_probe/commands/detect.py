@@ -13,7 +13,7 @@ from ..errors import require_positive
 from ..metrics import detect
 from ..metrics.findings import is_hallucinated
 from ..metrics.table import chair_for
-from ..outputs import claim_dir, claim_file
+from ..outputs import check_dir, check_file, claim_dir, claim_file
 from ..plots.detect import detector_figure
 from ..plots.report import markdown_table, save
 
@@ -67,13 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     require_positive(args.folds, "--folds")
-    output = claim_file(args.output, overwrite=args.overwrite, flag="-o")
+    check_file(args.output, overwrite=args.overwrite, flag="-o")
     df = _tables(args)
     features = _features([df], args.features, args.token_prior)
     cv = detect.cross_validate(df, features, args.kind, args.folds, args.resamples)
     det = detect.train(df, features, args.kind)
     det.trained_on.update(stores=list(args.stores), feature_set=args.features, cv_auroc=round(cv.auroc, 4),
                           model=str(df.model.iloc[0]))
+    output = claim_file(args.output, overwrite=args.overwrite, flag="-o")
     det.save(output)
     print(markdown_table(detect.table([cv])))
     print(f"detector ({args.kind}, {len(features)} features, trained on {det.trained_on['tokens']} object tokens) "
@@ -83,8 +84,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     require_positive(args.folds, "--folds")
-    out = claim_dir(args.out, "detect-eval", writes=["detectors.csv", "detectors.md", "detectors.png"],
-                    overwrite=args.overwrite)
+    written = ["detectors.csv", "detectors.md", "detectors.png"]
+    check_dir(args.out, "detect-eval", overwrite=args.overwrite)
     df = _tables(args)
     if args.detector:
         det = detect.Detector.load(args.detector)
@@ -101,6 +102,7 @@ def run_eval(args: argparse.Namespace) -> int:
         evaluations = [detect.cross_validate(df, features, kind, args.folds, args.resamples) for kind in detect.KINDS]
         singles = sorted(detect.single_signals(df, features, args.resamples), key=lambda e: -abs(e.auroc - 0.5))
     frame = detect.table(evaluations + singles)
+    out = claim_dir(args.out, "detect-eval", writes=written, overwrite=args.overwrite)
     frame.to_csv(out / "detectors.csv", index=False)
     (out / "detectors.md").write_text(markdown_table(frame) + "\n")
     matplotlib.use("Agg")

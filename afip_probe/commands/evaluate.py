@@ -16,12 +16,10 @@ from ..images import ImageItem, coco_image_id, collect_images
 from ..metrics import pope
 from ..metrics.chair import Chair
 from ..organism import default_images
-from ..outputs import claim_jsonl
-from ..pipelines.generation import Job, caption_images, generate_jobs
+from ..outputs import check_jsonl, claim_jsonl
+from ..pipelines.generation import ROW_KEYS, Job, caption_images, generate_jobs
 from .flags import add_generation_flags, generation_settings
 
-
-ROW_KEYS = ("sample_id", "prompt")  # every row generate_jobs writes has them
 QUESTION_KEYS = ("question_id", "image", "text", "label")
 
 
@@ -58,7 +56,7 @@ def _images(args: argparse.Namespace) -> list[str]:
 
 
 def run_chair(args: argparse.Namespace) -> int:
-    claim_jsonl(args.out, ROW_KEYS)
+    check_jsonl(args.out, ROW_KEYS)
     settings = generation_settings(args)
     images = _images(args)
     items = collect_images(images)[: args.max_images]
@@ -74,9 +72,10 @@ def run_chair(args: argparse.Namespace) -> int:
 
 
 def run_pope(args: argparse.Namespace) -> int:
-    claim_jsonl(args.out, ROW_KEYS)
+    check_jsonl(args.out, ROW_KEYS)
     settings = generation_settings(args)
     images = _images(args)
+    loaded = settings.load()  # before the question file is written: a bad --model leaves nothing behind
     questions = args.questions
     if questions is None:
         if args.images is not None:
@@ -98,7 +97,7 @@ def run_pope(args: argparse.Namespace) -> int:
         path = next((f / q["image"] for f in folders if (f / q["image"]).exists()), folders[0] / q["image"])
         item = ImageItem(Path(q["image"]).stem, path, coco_image_id(Path(q["image"]).stem))
         jobs.append(Job(item, q["text"], (("question_id", q["question_id"]), ("question", q["text"]))))
-    generate_jobs(settings, jobs, args.out, output_key="text", modifiers=[parse_spec(s) for s in args.correct],
+    generate_jobs(settings, jobs, args.out, loaded=loaded, output_key="text", modifiers=[parse_spec(s) for s in args.correct],
                   progress=not args.no_progress, desc="pope")
     metrics, w2 = pope.evaluate_files(questions, args.out)
     for w in (warnings + w2)[:5]:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import require_positive
-from ..outputs import claim_dir
 from ..plots.explorer import DEFAULT_MAX_SAMPLES, write_explorer
-
-WRITTEN = ("index.html", "explorer.js", "explorer.css", "data", "images")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_positive(args.max_samples, "--max-samples")
-    out = claim_dir(args.out, "explorer", writes=WRITTEN, overwrite=args.overwrite)
-    page = write_explorer(args.stores, out, max_samples=args.max_samples, progress=not args.no_progress)
+    page = write_explorer(args.stores, args.out, max_samples=args.max_samples, progress=not args.no_progress,
+                          overwrite=args.overwrite)
     print(f"explorer: {page} (open it in a browser)")
     return 0

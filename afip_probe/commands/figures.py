@@ -12,7 +12,7 @@ import pandas as pd
 from .. import store as st
 from ..errors import require_positive
 from ..metrics.table import chair_for, store_layers, token_table
-from ..outputs import claim_dir, claim_file, record_written
+from ..outputs import check_dir, check_file, claim_file
 from ..plots.report import figures_report
 from ..plots.store_maps import token_heatmap
 
@@ -49,14 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_figures(args: argparse.Namespace) -> int:
     require_positive(args.resamples, "--resamples")
-    tokens_file = claim_file(args.tokens, overwrite=args.overwrite, flag="--tokens") if args.tokens else None
-    out = claim_dir(args.out, "figures", overwrite=args.overwrite)
+    if args.tokens:
+        check_file(args.tokens, overwrite=args.overwrite, flag="--tokens")
+    check_dir(args.out, "figures", overwrite=args.overwrite)
     stores = [st.open(s) for s in args.stores]
     tables = [token_table(s, chair=chair_for(s, args.annotations), progress=not args.no_progress) for s in stores]
-    if tokens_file is not None:
-        pd.concat(tables, ignore_index=True).to_parquet(tokens_file)
-    report = figures_report(stores, out, args.layers, n_resamples=args.resamples, tables=tables)
-    record_written(out, [f.name for f in report.files])
+    report = figures_report(stores, args.out, args.layers, n_resamples=args.resamples, tables=tables,
+                            overwrite=args.overwrite)
+    if args.tokens:
+        pd.concat(tables, ignore_index=True).to_parquet(claim_file(args.tokens, overwrite=args.overwrite,
+                                                                   flag="--tokens"))
     for name, f in report.findings.items():
         print(f"## {name}")
         print(f.markdown())
@@ -68,9 +70,10 @@ def run_heatmap(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     store = st.open(args.store)
     layers = store_layers(args.layers, store.settings) if args.layers else None  # decoder layers
-    out = claim_file(args.out, overwrite=args.overwrite)
+    check_file(args.out, overwrite=args.overwrite)
     fig = token_heatmap(store, args.sample, step=args.step, word=args.word, layers=layers,
                         per_head=args.per_head, source="corrected" if args.corrected else "raw")
+    out = claim_file(args.out, overwrite=args.overwrite)
     fig.savefig(out, dpi=150)
     print(f"wrote {out}")
     return 0

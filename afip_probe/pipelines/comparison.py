@@ -35,12 +35,12 @@ from ..images import ImageItem
 from ..metrics.chair import Chair
 from ..metrics.comparison import BASELINE, chair_tables, condition_var
 from ..models import LoadedModel
-from ..outputs import claim_dir
+from ..outputs import check_dir, claim_dir
 from ..organism import default_images
 from ..plots.comparison import attention_figure, var_position_figure
 from ..plots.report import MarkdownReport, save
 from .settings import GenerationSettings, resolve_model
-from .tracing import Condition, as_items, trace_images
+from .tracing import Condition, as_items, check_conditions, trace_images
 
 
 WRITTEN = ("store", "chair.csv", "captions_chair.csv", "paired.csv", "figures", "report.md")
@@ -97,11 +97,14 @@ def compare(
     if not specs:
         raise AfipError("give at least one --correct (e.g. --correct afip)")
     conds = conditions_for(specs, history_ablation)
-    out = claim_dir(out, "compare", writes=WRITTEN, overwrite=overwrite, resume=resume)
+    check_dir(out, "compare", overwrite=overwrite, resume=resume)
+    if images is not None:
+        items = as_items(images)[:max_images]
     loaded = resolve_model(settings, loaded)
+    check_conditions(conds, loaded)
     if images is None:
-        images = default_images(loaded.name, progress)
-    items = as_items(images)[:max_images]
+        items = as_items(default_images(loaded.name, progress))[:max_images]
+    out = claim_dir(out, "compare", writes=WRITTEN, overwrite=overwrite, resume=resume)
     summary = trace_images(settings, items, out / "store", loaded=loaded, conditions=conds, resume=resume,
                            progress=progress)
     store = st.open(out / "store")

@@ -28,8 +28,12 @@ from ..errors import AfipError
 from ..hooks import intercept
 from ..images import ImageItem, load_image
 from ..models import LoadedModel
+from ..outputs import check_jsonl, claim_jsonl
 from .settings import GenerationSettings, resolve_model
 from .tracing import as_items
+
+#: keys every row `generate_jobs` writes has: a JSONL file is resumed only when each of its lines has them
+ROW_KEYS = ("sample_id", "prompt")
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,12 @@ def generate_jobs(
     """Run every job (batched, left-padded; greedy unless `settings` sample) and return one row per job.
 
     With `out`, rows are appended to that JSONL file as they finish and jobs already in it are
-    skipped (resume). Unreadable images raise `AfipError` before any generation starts. The job's own
-    prompt is used, not `settings.prompt`.
+    skipped (resume); a file that holds other lines than these rows is refused (`afip_probe.outputs`).
+    Unreadable images raise `AfipError` before any generation starts, and nothing is written before the
+    model is loaded and the images are checked. The job's own prompt is used, not `settings.prompt`.
     """
+    if out is not None:
+        check_jsonl(out, ROW_KEYS)
     loaded = resolve_model(settings, loaded)
     batch_size = settings.batch_size
     out_path = Path(out) if out is not None else None
@@ -98,7 +105,7 @@ def generate_jobs(
     check_images({j.item.path for j in todo})
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
-    sink = out_path.open("a") if out_path is not None else None
+    sink = claim_jsonl(out_path, ROW_KEYS).open("a") if out_path is not None else None
     try:
         with intercept(loaded.model, modifiers, adapter=loaded.adapter) if modifiers else contextlib.nullcontext():
             for start in range(0, len(todo), batch_size):

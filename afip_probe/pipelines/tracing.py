@@ -102,7 +102,9 @@ def trace_images(
         raise AfipError(f"condition names must differ: {[name for name, _ in conds]}")
     groups = [(name, mods, [ImageItem(f"{name}/{it.sample_id}", it.path, it.image_id) for it in items]
                if len(conds) > 1 else items) for name, mods in conds]
+    StoreWriter.check(out, resume)  # before the model loads (a hub download can take minutes)
     loaded = resolve_model(settings, loaded)
+    check_conditions(conds, loaded)
     manifest = settings.manifest(loaded)
     manifest.update(condition=" | ".join(name for name, _ in conds), conditions=[name for name, _ in conds])
     if shard is not None:
@@ -126,6 +128,15 @@ def trace_images(
     tracer.bar.close()
     tracer.summary.seconds = time.perf_counter() - start
     return tracer.summary
+
+
+def check_conditions(conditions: Sequence[Condition], loaded: LoadedModel) -> None:
+    """Raise now if a condition's score modifier names layers the model lacks (a corrector's ``layers=``),
+    before anything is traced or written."""
+    for _, modifiers in conditions:
+        for modifier in modifiers:
+            if hasattr(modifier, "layer_set"):
+                modifier.layer_set(loaded.adapter.decoder_depth)
 
 
 class _Tracer:

@@ -38,6 +38,7 @@ from .. import store as st
 from ..errors import AfipError
 from ..images import load_image
 from ..metrics.table import chair_for, token_table
+from ..outputs import check_dir, claim_dir
 from ..records import array_name
 from .heatmap import main_tiles
 from .store_maps import tiles_of
@@ -171,11 +172,19 @@ def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> 
     return meta, samples
 
 
+#: the entries the explorer writes into its folder
+WRITTEN = ("index.html", "explorer.js", "explorer.css", "data", "images")
+
+
 def write_explorer(stores: Sequence[Any], out: str | Path, max_samples: int | None = DEFAULT_MAX_SAMPLES,
-                   progress: bool = False) -> Path:
-    """Write the explorer of `stores` into the folder `out` (which the caller owns); returns index.html."""
+                   progress: bool = False, overwrite: bool = False) -> Path:
+    """Write the explorer of `stores` into the folder `out`; returns index.html.
+
+    `out` follows the output rule (`afip_probe.outputs`): a new or empty folder, or an earlier explorer
+    replaced with `overwrite` (only its files); it is created once the stores are read."""
+    check_dir(out, "explorer", overwrite=overwrite)
     meta, samples = _collect(stores, max_samples, progress)
-    out = Path(out)
+    out = claim_dir(out, "explorer", writes=WRITTEN, overwrite=overwrite)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
     for name in ASSETS:

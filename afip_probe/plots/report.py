@@ -33,6 +33,7 @@ from .. import store as st
 from ..errors import AfipError
 from ..metrics.findings import Findings, findings
 from ..metrics.table import token_table
+from ..outputs import check_dir, claim_dir, record_written
 from .findings import all_figures, var_by_position
 
 FORMATS = ("png", "svg")
@@ -102,15 +103,17 @@ def save(fig: Any, stem: Path, formats: Sequence[str] = FORMATS, dpi: int = 130)
 
 def figures_report(stores: Sequence[str | Path] | Sequence[Any], out: str | Path, layer_range: str = "all",
                    n_resamples: int = 2000, tables: Sequence[pd.DataFrame] | None = None,
-                   formats: Sequence[str] = FORMATS, progress: bool = False) -> FiguresReport:
+                   formats: Sequence[str] = FORMATS, progress: bool = False, overwrite: bool = False) -> FiguresReport:
     """Token tables of `stores` (or the given `tables`), the Findings statistics of each, and the
-    figures of the first store, plus Fig. 3 left over all stores, written into `out`."""
+    figures of the first store, plus Fig. 3 left over all stores, written into `out`.
+
+    `out` follows the output rule (`afip_probe.outputs`): a new or empty folder, or an earlier figures
+    output replaced with `overwrite`; it is created only once the inputs are known to be good."""
     import matplotlib
 
     matplotlib.use("Agg")
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_dir(out, "figures", overwrite=overwrite)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if tables is None:
@@ -131,6 +134,7 @@ def figures_report(stores: Sequence[str | Path] | Sequence[Any], out: str | Path
     t1 = time.perf_counter()
     stats = {name: findings(t, layer_range) for name, t in zip(names, tables)}
     seconds["statistics"] = time.perf_counter() - t1
+    out = claim_dir(out, "figures", overwrite=overwrite)
     t2 = time.perf_counter()
     figs = all_figures(tables[0], layer_range, n_resamples=n_resamples)
     if len(tables) > 1:
@@ -148,6 +152,7 @@ def figures_report(stores: Sequence[str | Path] | Sequence[Any], out: str | Path
     page = _html(stats, svgs, [p.name for p in files if p.suffix == ".png"])
     (out / "index.html").write_text(page)
     files.append(out / "index.html")
+    record_written(out, [f.name for f in files])
     return FiguresReport(out=out, findings=stats, files=files, seconds=seconds)
 
 

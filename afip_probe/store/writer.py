@@ -72,23 +72,31 @@ class StoreWriter:
         []
     """
 
+    @staticmethod
+    def check(path: str | os.PathLike, resume: bool = False) -> None:
+        """Raise now if a store cannot be created (or resumed) at `path`, writing nothing: a command checks
+        this before it loads a model."""
+        root = Path(path)
+        if (root / MANIFEST).exists():
+            read_manifest(root)
+            if not resume:
+                raise StoreError(f"{root} already holds a trace store; pass --resume to finish it, or choose a "
+                                 "new --out")
+        elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise StoreError(f"{root} exists and is not an empty folder nor a trace store; choose a new --out")
+
     def __init__(self, path: str | os.PathLike, settings: dict[str, Any], resume: bool = False):
         self.root = Path(path)
         self.settings = dict(settings)
         manifest_path = self.root / MANIFEST
+        self.check(self.root, resume)
         if manifest_path.exists():
             manifest = read_manifest(self.root)
-            if not resume:
-                raise StoreError(
-                    f"{self.root} already holds a trace store; pass --resume to finish it, or choose a new --out"
-                )
             old = manifest.get("settings", {})
             diff = [k for k in RESUME_KEYS if k in old and k in self.settings and old[k] != self.settings[k]]
             if diff:
                 detail = ", ".join(f"{k}: store has {old[k]!r}, now {self.settings[k]!r}" for k in diff)
                 raise StoreError(f"cannot resume {self.root} with different settings ({detail})")
-        elif self.root.exists() and any(self.root.iterdir()):
-            raise StoreError(f"{self.root} exists and is not an empty folder nor a trace store; choose a new --out")
         for sub in (SAMPLES_DIR, TOKENS_DIR, TENSORS_DIR):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
             for stale in (self.root / sub).glob(".*.tmp"):  # files a killed run was writing
