@@ -173,7 +173,9 @@ def bench_model(m: LoadedModel, tokens: list[int], reps: int, variants: list[str
         times: dict[str, list[float]] = {v: [] for v in variants}
         mems: dict[str, int] = {}
         full_gc = {v: 0 for v in variants}
-        runner(m, "plain", inputs, min(n, 8))()  # warm-up
+        for v in variants:  # warm-up of every variant: lazy initialisation and caches are not what is timed
+            with torch.inference_mode():
+                runner(m, v, inputs, min(n, 8))()
         for rep in range(reps + 1):  # the last round measures memory only: sampling it would slow the timed runs
             order = list(variants)
             rng.shuffle(order)

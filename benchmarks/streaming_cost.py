@@ -2,8 +2,9 @@
 
     python benchmarks/streaming_cost.py [--images 20] [--tokens 80] [--reps 3]
 
-On the organism, one image at a time (streaming is per image), greedy; the variants are interleaved and
-shuffled per round; medians and ratios to plain. Streaming runs with its default latency (0.05 s: tokens
+On the organism, one image at a time (streaming is per image), greedy; every variant is warmed up once,
+then the variants are interleaved and shuffled per round, each run starting after `gc.collect()` (as in
+`generation_cost.py`: a full collection landing inside a timed run costs ~0.2 s); medians and ratios to plain. Streaming runs with its default latency (0.05 s: tokens
 that come faster are scored in bursts) and with ``latency=0`` (every token handed over on its own). The detector is a `live` logistic detector trained on a
 trace of other held-out scenes.
 """
@@ -11,6 +12,7 @@ trace of other held-out scenes.
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import sys
@@ -75,10 +77,13 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in variants}
     rng = random.Random(0)
     torch.set_num_threads(torch.get_num_threads())
+    for run in variants.values():  # warm-up of every variant
+        run()
     for _ in range(args.reps):
         order = list(variants)
         rng.shuffle(order)
         for name in order:
+            gc.collect()
             t0 = time.perf_counter()
             variants[name]()
             times[name].append(time.perf_counter() - t0)

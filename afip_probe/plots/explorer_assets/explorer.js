@@ -191,7 +191,10 @@ const AFIP = (function () {
       hm.dataset.sample = p.id;
       hm.dataset.step = step;
       hm.dataset.values = maps[k] ? JSON.stringify(Array.from(maps[k], (v) => +v.toPrecision(6))) : "";
-      if (p._img) draw(hm.querySelector("canvas"), p._img, p, maps[k], vmax, DISPLAY);
+      if (p._img) {
+        draw(hm.querySelector("canvas"), p._img, p, maps[k], vmax, DISPLAY);
+        hm.dataset.drawn = performance.now().toFixed(1); // when the image and its map were last painted
+      }
       colorbar(panel.querySelector(".colorbar"), vmax);
       const heads = panel.querySelector(".heads");
       heads.innerHTML = "";
