@@ -6,12 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from transformers import AttentionInterface
+
 import afip_probe
-from afip_probe.hooks import last_row_scores
+from afip_probe.hooks import is_intercepted, last_row_scores
 from afip_probe.records import HEAD_FIELDS
 from afip_probe.models import adapter_for, tiny
 
 from .conftest import IMAGE_SIZES, PROMPTS
+
+_GET_INTERFACE = AttentionInterface.get_interface  # transformers' own, restored when every session closes
 
 NEW_TOKENS = 7
 TOL = 1e-5
@@ -51,9 +55,9 @@ def test_restored_after_exception(family_model):
     _, model, processor = family_model
     with pytest.raises(RuntimeError, match="boom"):
         with afip_probe.trace(model, processor):
-            assert model.config.text_config._attn_implementation == "afip_probe"
+            assert is_intercepted(model) and model.config.text_config._attn_implementation == "sdpa"
             raise RuntimeError("boom")
-    assert model.config.text_config._attn_implementation == "sdpa"
+    assert not is_intercepted(model) and AttentionInterface.get_interface is _GET_INTERFACE
     assert "generate" not in model.__dict__
 
 
@@ -235,14 +239,15 @@ def test_trace_and_correct_work_without_with():
 
     rec = afip_probe.trace(model, processor)
     fix = afip_probe.correct(model, AFIP(layers=[1, 2], tau=100.0, gamma=2.0))
-    assert model.config.text_config._attn_implementation == "afip_probe" and fix.is_open
+    assert is_intercepted(model) and model.config.text_config._attn_implementation == impl and fix.is_open
     out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     fix.close()
     fix.close()  # idempotent
     plain_inside_trace = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     rec.close()
     rec.close()
-    assert model.config.text_config._attn_implementation == impl and "generate" not in model.__dict__
+    assert not is_intercepted(model) and "generate" not in model.__dict__
+    assert AttentionInterface.get_interface is _GET_INTERFACE
     assert torch.equal(out, out_with)
     assert len(rec.traces) == 4  # two generate() calls of two samples each
     for a, b in zip(rec.traces[:2], rec_with.traces):
@@ -277,3 +282,19 @@ def test_batched_summaries_equal_per_step_ones(family_model, monkeypatch):
             np.testing.assert_allclose(a.layer[f], b.layer[f], atol=1e-6, rtol=1e-6, err_msg=f)
         np.testing.assert_allclose(a.maps, b.maps, atol=1e-7)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+
+
+def test_attention_resolved_elsewhere_is_refused_not_missed():
+    """A model that resolves its attention function without `AttentionInterface.get_interface` would run unseen:
+    its first forward pass raises, naming the layers, instead of recording nothing."""
+    from afip_probe.hooks import interceptor
+
+    model, processor = tiny.tiny_llava(layers=2, heads=4, kv_heads=2)
+    inputs = _inputs(model, processor, n=1)
+    with afip_probe.trace(model, processor):
+        AttentionInterface.get_interface = _GET_INTERFACE  # as such a model would resolve it
+        try:
+            with pytest.raises(afip_probe.AfipError, match=r"decoder layers \[0, 1\] .* did not go through"):
+                model.generate(**inputs, max_new_tokens=2)
+        finally:
+            AttentionInterface.get_interface = interceptor._intercepting_get_interface

@@ -82,6 +82,10 @@ def test_single_read_is_recorded_in_the_manifest_and_records_the_same(saved_llav
                        "--max-new-tokens", NEW_TOKENS, "--device", "cpu", *extra) == 0
         stores[name] = st.open(tmp_path / name)
     assert stores["exact"].settings["exact_outputs"] is True and stores["single"].settings["exact_outputs"] is False
+    # which attention computed the outputs the tokens came from
+    assert {s.settings["attn_implementation"] for s in stores.values()} == {"sdpa"}
+    assert stores["exact"].settings["outputs"] == "the model's own sdpa attention, bit for bit"
+    assert "softmax(B)·V in float32" in stores["single"].settings["outputs"]
     a, b = stores["exact"].samples(), stores["single"].samples()
     assert [list(x) for x in a.generated_ids] == [list(x) for x in b.generated_ids]
     for sid in a.sample_id:

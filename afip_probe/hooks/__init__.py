@@ -1,16 +1,17 @@
 """Attention interceptor and recorder (DESIGN §3). Knows nothing of CHAIR or metrics."""
 
-from .interceptor import IMPLEMENTATION, Intervention, RowContext, ScoreModifier, intercept, last_row_scores, register, trace
+from .interceptor import (Intervention, RowContext, ScoreModifier, intercept, is_intercepted, last_row_allowed,
+                          last_row_scores, trace)
 from .recorder import Recorder
 
 __all__ = [
-        "IMPLEMENTATION",
     "Intervention",
     "Recorder",
     "RowContext",
     "ScoreModifier",
     "intercept",
+    "is_intercepted",
+    "last_row_allowed",
     "last_row_scores",
-    "register",
     "trace",
 ]

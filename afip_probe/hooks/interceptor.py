@@ -1,18 +1,27 @@
-"""The attention interceptor: a custom attention function registered with transformers (DESIGN §3).
+"""The attention interceptor: the model's own attention function, observed (DESIGN §3).
 
-`trace(model)` registers the function ``afip_probe`` with `AttentionInterface` (and `sdpa_mask`
-under the same name with `AttentionMaskInterface`, otherwise the mask is None), switches the
-decoder's attention implementation to it, and restores everything on exit, also after an exception.
-The function runs SDPA for the output and, for the last query row of every forward pass, computes
-the pre-softmax score row B = q·Kᵀ·scaling (+mask) of all heads (GQA keys shared, never copied),
-which feeds the recorder and, when given, score modifiers (the AFIP corrector). A row a modifier
-changed gets its output from the modified scores; in a decoding step (one query row) SDPA is then
-not run at all. Rows nobody changed keep SDPA's output exactly.
+`trace(model)` leaves the model's attention implementation as it was loaded (eager, sdpa, flex_attention,
+flash_attention_2/3, or any function registered with transformers' `AttentionInterface`) and every mask it
+builds. While a session is open, `AttentionInterface.get_interface` (where every transformers model resolves
+its implementation for each forward call) hands the decoder's attention layers a thin dispatcher around the
+function it resolved: the function still computes each layer's output, with the model's own mask, and the
+dispatcher computes the last query row's pre-softmax scores B = q·Kᵀ·scaling on the side from the same q
+and K, masked with the last row of that mask (an additive or boolean 4D mask as it is; a flash kernel's 2D
+padding mask or none, with its ``sliding_window``, and a flex BlockMask are turned into the row's allowed
+keys). Everything is restored on exit, also after an exception.
 
-Keys are mapped to sequence positions per layer (`RunMasks.view`): a sliding-window or chunked
-layer's cache hands over the last keys only (key j is position offset + j), a static cache its whole
-preallocated length (the empty slots are left out). Layers that cap their logits (``softcap``:
-Gemma 2, PaliGemma 2) are scored capped and computed with the eager math, which SDPA cannot do.
+The rows feed the recorder and, when given, score modifiers (the AFIP corrector). Rows nobody changed keep
+the model's own output bit for bit, so traced generation writes the same tokens and logits as plain
+generation with the same implementation and dtype. A row a modifier changed gets its output from the
+modified scores with afip-probe's arithmetic, softmax(B̃)·V in float32 (in a decoding step the model's own
+function is then not run for that layer). `trace(exact=False)` (single-read) computes decoding steps'
+outputs that way too, from the recorded row: faster, and equal to the model's own outputs up to float
+rounding only.
+
+Keys are mapped to sequence positions per layer (`RunMasks.view`): a sliding-window or chunked layer's
+cache hands over the last keys only (key j is position offset + j), a static cache its whole
+preallocated length (the empty slots are left out). Layers that cap their logits (``softcap``: Gemma 2,
+PaliGemma 2) are scored capped, as the model's eager attention caps them.
 
 Example:
     >>> import afip_probe
@@ -21,10 +30,10 @@ Example:
     >>> inputs = adapter_for(model, processor).build_inputs(tiny.random_images(2), "describe")
     >>> with afip_probe.trace(model, processor, level="maps") as rec:
     ...     out = model.generate(**inputs, max_new_tokens=4)
+    ...     model.config.text_config._attn_implementation      # the model's own, while tracing
+    'sdpa'
     >>> len(rec.traces), rec.traces[0].maps.shape        # [T, L, n]
     (2, (4, 2, 16))
-    >>> model.config.text_config._attn_implementation   # restored
-    'sdpa'
 """
 
 from __future__ import annotations
@@ -37,15 +46,11 @@ from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..errors import AfipError
 from ..models import ModelAdapter, adapter_for
 from .recorder import RecordConfig, Recorder, Switch
-from .rowstats import ImageIndex, KeyView, RunMasks, allowed_keys, apply_row_mask, capped, row_scores, text_keys
-
-IMPLEMENTATION = "afip_probe"
+from .rowstats import ImageIndex, KeyView, RunMasks, allowed_keys, apply_row_mask, row_scores, text_keys
 
 
 class ScoreModifier(Protocol):
@@ -71,9 +76,6 @@ class RowContext:
     num_layers: int  # decoder layers (in a hybrid decoder, attention or not)
     run: int  # unique per generate() call (process-wide); a modifier resets its state when it changes
     text: torch.Tensor | None = None  # [B, kv] allowed non-image keys, the query's own key excluded
-
-
-_sdpa = sdpa_attention_forward  # the model's own attention, for outputs nobody changed
 
 
 def last_row_scores(
@@ -103,10 +105,13 @@ class _Session:
         self._mask_cache: tuple[tuple[int, int, int, int], torch.Tensor | None, _RowMask] | None = None
         self.acting: frozenset[int] = frozenset()  # layers some modifier may change (set per generate call)
         self.in_generate = False
+        self.seen: set[int] = set()  # traced layers whose attention ran through the dispatcher at prefill
+        self._std_mask: tuple[tuple[Any, ...], torch.Tensor | None] | None = None
 
     def start_run(self, masks: RunMasks) -> None:
         self.masks = masks
         self.step = -1
+        self.seen = set()
         self.run = next(_RUN_IDS)
         # modifiers name decoder layers (in a hybrid decoder, the attention layers among them); the session
         # indexes attention layers 0..n-1
@@ -117,48 +122,71 @@ class _Session:
             frozenset(m.layer_set(depth)) if hasattr(m, "layer_set") else every for m in self.modifiers))
         self.acting = frozenset(position[n] for n in wanted if n in position)
 
-    def attention(self, layer: int, module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                  attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-        softcap = kwargs.get("softcap")
-        own = _sdpa if softcap is None else _softcapped  # the model's own attention (SDPA cannot softcap)
+    def attention(self, layer: int, own: Any, module: Any, query: torch.Tensor, key: torch.Tensor,
+                  value: torch.Tensor, attention_mask: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        """Decoder layer `layer`'s attention: `own` (the function the model resolved) computes the output,
+        exactly as without afip-probe, unless a modifier changes the last row or single-read is on."""
         if not self.in_generate:
             return own(module, query, key, value, attention_mask, **kwargs)
         assert self.masks is not None
+        if self.step == 0:
+            self.seen.add(layer)
         # the row's keys as sequence positions: a static cache's empty slots are left out; a windowed or
         # chunked cache's keys start at view.offset
         kv = self.masks.visible_keys(key.shape[2], self.step)
         row_key, row_value = (key, value) if kv == key.shape[2] else (key[:, :, :kv], value[:, :, :kv])
-        scaling = kwargs.get("scaling")
+        scaling, softcap = kwargs.get("scaling"), kwargs.get("softcap")
+        mask = self._row_attention_mask(attention_mask, kv, query.shape[2], kwargs.get("sliding_window"))
         if not self.modifiers:
             if self.recorder is not None and not self.exact and query.shape[2] == 1:
-                return self._decode(layer, query, row_key, row_value, attention_mask, scaling, softcap, kv)
+                return self._decode(layer, query, row_key, row_value, mask, scaling, softcap, kv)
             if self.recorder is not None:  # masked and summarised for all layers at once, per step
-                self.recorder.on_raw_row(layer, query, row_key, scaling, attention_mask, softcap)
+                self.recorder.on_raw_row(layer, query, row_key, scaling, mask, softcap)
             return own(module, query, key, value, attention_mask, **kwargs)
         if self.recorder is None and layer not in self.acting:
             return own(module, query, key, value, attention_mask, **kwargs)
         view = self.masks.view(kv, self.step)
-        mask = self._row_mask(attention_mask, view)
-        scores = mask.apply_(row_scores(query, row_key, scaling, softcap=softcap), attention_mask)  # [B, H, kv]
+        rows = self._row_mask(mask, view)
+        scores = rows.apply_(row_scores(query, row_key, scaling, softcap=softcap), mask)  # [B, H, kv]
         if self.recorder is not None:
-            self.recorder.on_scores(layer, scores, mask.allowed)
-        context = RowContext(step=self.step, is_image=view.is_image, allowed=mask.allowed, image_index=view.index,
-                             num_layers=self.adapter.decoder_depth, run=self.run, text=mask.text)
+            self.recorder.on_scores(layer, scores, rows.allowed)
+        context = RowContext(step=self.step, is_image=view.is_image, allowed=rows.allowed, image_index=view.index,
+                             num_layers=self.adapter.decoder_depth, run=self.run, text=rows.text)
         modified = scores
         number = self.adapter.decoder_layers[layer]
         for modifier in self.modifiers:
             new = modifier.modify(number, modified, context)
             modified = modified if new is None else new
         if self.recorder is not None:
-            self.recorder.on_corrected(layer, modified, mask.allowed)
+            self.recorder.on_corrected(layer, modified, rows.allowed)
         if modified is scores:  # unchanged: the model's own attention, exactly
             return own(module, query, key, value, attention_mask, **kwargs)
-        row = _row_output(modified, row_value).to(query.dtype)  # [B, H, d]
-        if query.shape[2] == 1:  # a decoding step: this row is the whole output, SDPA is not needed
+        row = _row_output(modified, row_value).to(query.dtype)  # [B, H, d], afip-probe's arithmetic
+        if query.shape[2] == 1:  # a decoding step: this row is the whole output, the model's function is not run
             return row[:, None], None
         output, weights = own(module, query, key, value, attention_mask, **kwargs)  # [B, q, H, d], a new tensor
         output[:, -1] = row
         return output, weights
+
+    def _row_attention_mask(self, attention_mask: Any, kv: int, q_len: int, window: int | None) -> torch.Tensor | None:
+        """The mask the last row is scored with: a 4D mask (boolean or additive) as the model built it; else
+        (a flash kernel's 2D padding mask or none, a flex BlockMask) the last row's allowed keys as a boolean
+        [B, 1, 1, kv] mask, with the ``sliding_window`` a flash kernel applies itself. Built once per step and
+        mask, so the layers that share a mask share the result."""
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4:
+            return attention_mask
+        cache_key = (self.run, self.step, id(attention_mask), kv, q_len, window)
+        if self._std_mask is not None and self._std_mask[0] == cache_key:
+            return self._std_mask[1]
+        assert self.masks is not None
+        batch, device = self.masks.prompt.shape[0], self.masks.prompt.device
+        allowed = last_row_allowed(attention_mask, batch, kv, q_len, device)  # [B, kv] or None (all)
+        if window is not None and kv > window and not _is_block_mask(attention_mask):
+            allowed = torch.ones(batch, kv, dtype=torch.bool, device=device) if allowed is None else allowed.clone()
+            allowed[:, : kv - window] = False  # the last row sees its own key and the window - 1 before it
+        mask = None if allowed is None else allowed[:, None, None, :]
+        self._std_mask = (cache_key, mask)
+        return mask
 
     def _decode(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 attention_mask: torch.Tensor | None, scaling: float | None, softcap: float | None,
@@ -212,107 +240,110 @@ def _row_output(scores: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return torch.matmul(probs, value.float()).reshape(b, h, d)
 
 
-def _softcapped(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                attention_mask: torch.Tensor | None, scaling: float | None = None, softcap: float | None = None,
-                dropout: float = 0.0, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention with logit softcapping, the math of the model's eager attention (Gemma 2, PaliGemma 2):
-    softmax(softcap · tanh(q·Kᵀ·scaling / softcap) + mask) · V. query [B, H, q, d], key/value
-    [B, H_kv, kv, d]; returns ([B, q, H, d], weights [B, H, q, kv])."""
-    b, h, q, d = query.shape
-    h_kv, kv = key.shape[1], key.shape[2]
-    scale = scaling if scaling is not None else d**-0.5
-    k = key.repeat_interleave(h // h_kv, dim=1) if h_kv != h else key
-    v = value.repeat_interleave(h // h_kv, dim=1) if h_kv != h else value
-    weights = capped(torch.matmul(query, k.transpose(2, 3)) * scale, softcap)  # [B, H, q, kv]
-    if attention_mask is None:  # SDPA's is_causal: query i sees keys up to kv - q + i
-        if q > 1:
-            weights = weights.masked_fill(torch.ones(q, kv, dtype=torch.bool, device=query.device)
-                                          .triu(kv - q + 1), float("-inf"))
-    elif attention_mask.dtype == torch.bool:
-        weights = weights.masked_fill(~attention_mask[:, :, :, :kv], float("-inf"))
-    else:
-        weights = weights + attention_mask[:, :, :, :kv]
-    weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    if dropout and module.training:
-        weights = torch.nn.functional.dropout(weights, p=dropout, training=True)
-    return torch.matmul(weights, v).transpose(1, 2).contiguous(), weights
+def _is_block_mask(mask: Any) -> bool:
+    return type(mask).__name__ == "BlockMask"
+
+
+def last_row_allowed(attention_mask: Any, batch: int, kv: int, q_len: int, device: torch.device
+                     ) -> torch.Tensor | None:
+    """[B, kv] bool: the keys the last query row may see under a mask that is not a 4D tensor: None (all of
+    them, as a causal kernel's last row), a 2D padding mask [B, ≥kv] (a flash kernel's: its last kv columns),
+    or a flex ``BlockMask`` (its mask function evaluated on the last row)."""
+    if attention_mask is None:
+        return None
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
+        if attention_mask.shape[1] < kv:
+            raise AfipError(f"a 2D attention mask of {attention_mask.shape[1]} keys for a row of {kv} keys")
+        return attention_mask[:, -kv:].to(torch.bool)
+    if _is_block_mask(attention_mask):
+        b = torch.arange(batch, device=device)[:, None]
+        j = torch.arange(kv, device=device)[None, :]
+        zero = torch.zeros((), dtype=torch.long, device=device)
+        return attention_mask.mask_mod(b, zero, zero + (q_len - 1), j).expand(batch, kv).to(torch.bool)
+    raise AfipError(f"cannot read the last row of an attention mask of type {type(attention_mask).__name__} "
+                    f"(shape {getattr(attention_mask, 'shape', None)})")
 
 
 _SESSIONS: list[_Session] = []
 _RUN_IDS = itertools.count(1)
+#: id(attention module) -> (session, traced layer index), for every open session's decoder layers
+_LAYERS: dict[int, tuple[_Session, int]] = {}
+_DISPATCHERS: dict[Any, Any] = {}  # attention function -> its dispatcher
+_get_interface = AttentionInterface.get_interface  # transformers' own
 
 
-def _attention_function(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                        attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-    """The function registered as ``afip_probe``: SDPA, plus the last-row work of the active session."""
-    session = _SESSIONS[-1] if _SESSIONS else None
-    layer = session.layer_of.get(id(module)) if session is not None else None
-    if layer is None:  # vision tower, another model, or no active session
-        return _sdpa(module, query, key, value, attention_mask, **kwargs)
-    return session.attention(layer, module, query, key, value, attention_mask, **kwargs)
+def _dispatcher(own: Any) -> Any:
+    """The function handed to the model instead of `own` while a session is open: `own` itself for every
+    module that is not a traced decoder layer (the vision tower, other models), the session's work otherwise."""
+    dispatch = _DISPATCHERS.get(own)
+    if dispatch is None:
+        @functools.wraps(own)
+        def dispatch(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+                     **kwargs: Any) -> tuple[torch.Tensor, Any]:
+            found = _LAYERS.get(id(module))
+            if found is None:
+                return own(module, query, key, value, attention_mask, **kwargs)
+            return found[0].attention(found[1], own, module, query, key, value, attention_mask, **kwargs)
+
+        _DISPATCHERS[own] = dispatch
+    return dispatch
 
 
-def register() -> None:
-    """Register ``afip_probe`` with transformers' attention and mask interfaces (idempotent)."""
-    AttentionInterface.register(IMPLEMENTATION, _attention_function)
-    AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+def _intercepting_get_interface(self: Any, attn_implementation: str, default: Any) -> Any:
+    """`AttentionInterface.get_interface` while a session is open: what transformers resolves, dispatched."""
+    return _dispatcher(_get_interface(self, attn_implementation, default))
 
 
-def _all_configs(model: Any) -> list[Any]:
-    seen: dict[int, Any] = {}
-    stack = [model.config] + [m.config for m in model.modules() if hasattr(m, "config") and hasattr(m.config, "to_dict")]
-    while stack:
-        cfg = stack.pop()
-        if id(cfg) in seen:
-            continue
-        seen[id(cfg)] = cfg
-        for key in getattr(cfg, "sub_configs", {}) or {}:
-            sub = getattr(cfg, key, None)
-            if sub is not None:
-                stack.append(sub)
-    return list(seen.values())
+def is_intercepted(model: Any) -> bool:
+    """Whether a `trace` or `correct` session is open on `model`."""
+    return _active_session(model) is not None
 
 
 @contextlib.contextmanager
 def _installed(model: Any, session: _Session) -> Iterator[None]:
-    """Switch the decoder to the interceptor, hook generate/logits, and undo all of it on exit."""
-    register()
+    """Observe the decoder's attention, hook generate/logits, and undo all of it on exit."""
     adapter = session.adapter
-    configs = _all_configs(model)
-    saved = [(cfg, cfg.__dict__.get("_attn_implementation_internal")) for cfg in configs]
     handles: list[Any] = []
     had_generate = "generate" in model.__dict__
     old_generate = model.__dict__.get("generate")
     try:
-        key = adapter.text_config_key
-        if key and key in (getattr(model.config, "sub_configs", {}) or {}):
-            model.set_attn_implementation({key: IMPLEMENTATION})
-        else:
-            model.set_attn_implementation(IMPLEMENTATION)
-        if any(getattr(m, "config", None) is None or m.config._attn_implementation != IMPLEMENTATION
-               for m in adapter.attention_modules if hasattr(m, "config")):
-            raise AfipError(f"could not switch {type(model).__name__}'s decoder attention to the interceptor")
+        missing = [m for m in adapter.attention_modules if id(m) in _LAYERS]
+        if missing:
+            raise AfipError(f"{type(model).__name__}'s attention layers are already traced by another session")
+        if not _SESSIONS:
+            AttentionInterface.get_interface = _intercepting_get_interface
+        _SESSIONS.append(session)
+        _LAYERS.update({id(m): (session, i) for i, m in enumerate(adapter.attention_modules)})
         handles.append(model.register_forward_pre_hook(functools.partial(_pre_forward, session), with_kwargs=True))
         head = model.get_output_embeddings()
         if head is not None:  # a recorder may join later (trace inside correct)
             handles.append(head.register_forward_hook(functools.partial(_on_logits, session)))
         model.generate = functools.partial(_generate, session, model.generate)
-        _SESSIONS.append(session)
         yield
     finally:
+        for m in adapter.attention_modules:
+            if _LAYERS.get(id(m), (None,))[0] is session:
+                del _LAYERS[id(m)]
         if session in _SESSIONS:
             _SESSIONS.remove(session)
+        if not _SESSIONS:
+            AttentionInterface.get_interface = _get_interface
         for h in handles:
             h.remove()
         if had_generate:
             model.generate = old_generate
         else:
             model.__dict__.pop("generate", None)
-        for cfg, value in saved:
-            cfg._attn_implementation_internal = value
 
 
 def _on_logits(session: _Session, _module: Any, _inputs: Any, out: torch.Tensor) -> None:
+    if session.in_generate and session.step == 0 and len(session.seen) != session.adapter.num_layers:
+        missed = sorted(set(range(session.adapter.num_layers)) - session.seen)
+        raise AfipError(
+            f"the attention of decoder layers {[session.adapter.decoder_layers[i] for i in missed]} of "
+            f"{type(session.adapter.model).__name__} did not go through transformers' AttentionInterface."
+            "get_interface, where afip-probe observes it: this architecture resolves its attention function "
+            "another way and cannot be traced")
     if session.recorder is not None:
         session.recorder.on_logits(out)
 
@@ -381,11 +412,13 @@ def trace(
     `modifiers` (e.g. the AFIP corrector) change the scores before the output is computed; the
     recorder always sees the unmodified row.
 
-    `exact=True` keeps every layer's output the model's own SDPA output, bit for bit, and scores the
-    last row a second time for the record. `exact=False` reads each decoding step's keys once: the
-    recorded score row is also the one the output is computed from (softmax(B)·V), so the record is
-    exactly the attention that produced the token, and the outputs differ from SDPA's by float rounding
-    (README: "What tracing and correcting cost"). Prefill always runs SDPA.
+    The model keeps its own attention implementation (eager, sdpa, flex_attention, flash_attention_2, ...):
+    with `exact=True` (the default) every layer's output is that implementation's, bit for bit, and the last
+    row is scored a second time for the record. `exact=False` (single-read) reads each decoding step's keys
+    once: the recorded score row is also the one the output is computed from, with afip-probe's arithmetic
+    (softmax(B)·V in float32), so the record is exactly the attention that produced the token and the
+    outputs differ from the model's own by float rounding (docs: "What tracing costs"). Prefill always runs
+    the model's own function. Rows a modifier changes get their output from afip-probe's arithmetic too.
 
     Example:
         >>> from afip_probe.models import tiny, adapter_for
@@ -393,8 +426,8 @@ def trace(
         >>> rec = trace(model, processor)          # no `with`: a notebook cell
         >>> _ = model.generate(**adapter_for(model, processor).build_inputs(tiny.random_images(1), "hi"),
         ...                    max_new_tokens=2)
-        >>> rec.close(); len(rec.traces), model.config.text_config._attn_implementation
-        (1, 'sdpa')
+        >>> rec.close(); len(rec.traces), is_intercepted(model)
+        (1, False)
     """
     adapter = adapter or adapter_for(model, processor)
     recorder = Recorder(adapter.num_layers, adapter.image_token_id, RecordConfig(level, array_dtype))

@@ -114,6 +114,13 @@ class ModelAdapter:
             )
 
     # ------------------------------------------------------------------ structure
+    @property
+    def attn_implementation(self) -> str:
+        """The attention implementation the decoder runs (``eager``, ``sdpa``, ``flex_attention``,
+        ``flash_attention_2``, or a name registered with transformers' `AttentionInterface`): tracing keeps it."""
+        config = getattr(self.attention_modules[0], "config", None) if self.attention_modules else None
+        return str(getattr(config or self.text_config, "_attn_implementation", None))
+
     def decoder(self) -> torch.nn.Module:
         get = getattr(self.model, "get_decoder", None)
         decoder = get() if callable(get) else None

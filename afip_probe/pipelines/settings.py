@@ -81,6 +81,11 @@ class GenerationSettings:
             "num_heads": loaded.adapter.num_heads,
             "decoding": "sample" if self.do_sample else "greedy",
             "exact_outputs": self.exact,
+            # what computed the layer outputs the tokens came from (docs/design.md: the exactness contract)
+            "attn_implementation": loaded.adapter.attn_implementation,
+            "outputs": (f"the model's own {loaded.adapter.attn_implementation} attention, bit for bit" if self.exact
+                        else f"prefill: the model's own {loaded.adapter.attn_implementation} attention; decoding "
+                        "steps: softmax(B)·V in float32 from the recorded row (single-read)"),
         }
 
 

@@ -107,6 +107,9 @@ def trace_images(
     check_conditions(conds, loaded)
     manifest = settings.manifest(loaded)
     manifest.update(condition=" | ".join(name for name, _ in conds), conditions=[name for name, _ in conds])
+    if any(mods for _, mods in conds):
+        manifest["corrected_outputs"] = ("rows a corrector changed: softmax(B̃)·V in float32 (afip-probe's "
+                                         "arithmetic); every other row: " + manifest["outputs"])
     if shard is not None:
         manifest["shard"] = f"{shard[0]}/{shard[1]}"
     if detector is not None:
