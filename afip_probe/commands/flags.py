@@ -41,8 +41,10 @@ def add_generation_flags(parser: argparse.ArgumentParser, *, record: bool = Fals
                        help="record level (default: %(default)s)")
     if record if single_read is None else single_read:
         g.add_argument("--single-read", dest="exact", action="store_false",
-                       help="decoding steps take their output from the recorded score row instead of SDPA: "
-                       "faster, outputs equal up to float rounding (README: what tracing costs)")
+                       help="decoding steps take their output from the recorded score row (softmax(B)·V in "
+                       "float32) instead of the model's own attention function: faster, but it changes the "
+                       "arithmetic (outputs equal up to float rounding, tokens may differ in half precision); "
+                       "off by default")
     g.add_argument("--max-new-tokens", type=int, default=d["max_new_tokens"],
                    help="tokens to generate per image (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=d["batch_size"],
