@@ -27,7 +27,7 @@ SUPPORTED_FAMILIES = (
     "Qwen2-VL, Qwen2.5-VL, Qwen3-VL (and MoE), GLM-4V",
     "Gemma 3, PaliGemma 1 and 2",
     "Idefics3, SmolVLM, InternVL, Aya Vision, Mistral 3",
-    "Llama 4's decoder, LFM2-VL",
+    "Llama 4, LFM2-VL",
     "any other image-text-to-text model whose config has an image token id (generic adapter)",
 )
 
@@ -189,6 +189,7 @@ class ModelAdapter:
         ids = inputs["input_ids"]
         mask = inputs.get("attention_mask")
         grids = self.image_grids(inputs)
+        tiles_of_images = self.tile_grids(inputs)
         out = []
         for b, row in enumerate(ids):
             offset = int((mask[b] == 0).sum()) if mask is not None else 0
@@ -206,11 +207,18 @@ class ModelAdapter:
                     "adapter.build_inputs)"
                 )
             positions = [p - offset for p in pos]
+            tile_grids = tuple(tiles_of_images[b]) if tiles_of_images is not None else ()
             if len(grids[b]) == 1:
-                out.append(ImageLayout(positions=positions, grid=grids[b][0]))
+                out.append(ImageLayout(positions=positions, grid=grids[b][0], tile_grids=tile_grids))
             else:
-                out.append(ImageLayout(positions=positions, grid=(1, len(pos)), image_grids=tuple(grids[b])))
+                out.append(ImageLayout(positions=positions, grid=(1, len(pos)), image_grids=tuple(grids[b]),
+                                       tile_grids=tile_grids))
         return out
+
+    def tile_grids(self, inputs: dict[str, Any]) -> list[list[tuple[tuple[int, int], ...]]] | None:
+        """Per sample, per image, the patch grids of its tiles when the model's inputs state them (None: they
+        do not; the family's `tiles` then has its processor's arithmetic)."""
+        return None
 
     def image_region(self, width: int, height: int) -> tuple[float, float, float, float]:
         """(x0, y0, x1, y1): the box of an original `width` x `height` image that the patch grid covers,

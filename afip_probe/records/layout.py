@@ -39,6 +39,9 @@ class ImageLayout:
     positions: list[int]
     grid: tuple[int, int]
     image_grids: tuple[tuple[int, int], ...] = ()
+    #: per image, the patch grids of its tiles in token order when the model's inputs state them (LFM2-VL's
+    #: `spatial_shapes`); empty when they do not
+    tile_grids: tuple[tuple[tuple[int, int], ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.image_grids and sum(r * c for r, c in self.image_grids) != len(self.positions):
@@ -69,7 +72,8 @@ class ImageLayout:
     def image(self, i: int) -> "ImageLayout":
         """The layout of image `i` alone (its positions and grid)."""
         start, stop = self.image_slots[i]
-        return ImageLayout(positions=self.positions[start:stop], grid=self.grids_of_images[i])
+        return ImageLayout(positions=self.positions[start:stop], grid=self.grids_of_images[i],
+                           tile_grids=self.tile_grids[i: i + 1])
 
     @property
     def spans(self) -> list[tuple[int, int]]:
