@@ -42,7 +42,8 @@ SPECIALS = [
     "<|begin_of_image|>", "<|end_of_image|>", "<|image|>", "<|video|>",  # GLM-4V, Llama 4
     "<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>", "<|tile_y_separator|>",  # Llama 4
     "<|img_thumbnail|>",  # LFM2-VL
-] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)] + [
+    f"<|img_row_{r}_col_{c}|>" for r in range(1, 11) for c in range(1, 11)]  # LFM2-VL's tiles
 
 
 def tokenizer(image_token: str = "<image>", **attributes: str) -> Any:

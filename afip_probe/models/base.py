@@ -265,11 +265,11 @@ class ModelAdapter:
         # the images of each prompt nested per sample: the form every processor reads the same way
         inputs = self.processor(images=per_prompt, text=texts, return_tensors="pt", padding=True)
         inputs = {k: v for k, v in dict(inputs).items() if k != "labels"}  # PaliGemma adds labels; generate needs none
-        if device is not None:
-            dtype = next(self.model.parameters()).dtype
-            for k, v in inputs.items():
-                if isinstance(v, torch.Tensor):
-                    inputs[k] = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+        dtype = next(self.model.parameters()).dtype  # pixels in the model's dtype (Llama 4's come as bfloat16)
+        for k, v in inputs.items():
+            if isinstance(v, torch.Tensor):
+                inputs[k] = v.to(device=device if device is not None else v.device,
+                                 dtype=dtype if v.is_floating_point() else v.dtype)
         return inputs
 
 
