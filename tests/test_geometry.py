@@ -27,12 +27,12 @@ from . import families
 SIZES = [(640, 480), (300, 500)]
 
 
-def _layout(processor, image_token_id, image):
-    """The prompt ids and image-token layout the processor writes for one image."""
+def _layout(processor, image_token_id, image, **call):
+    """The prompt ids and image-token layout the processor writes for one image (`call`: the call's settings)."""
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe"}]}],
         add_generation_prompt=True)
-    ids = processor(images=[[image]], text=[prompt], return_tensors="pt")["input_ids"][0]
+    ids = processor(images=[[image]], text=[prompt], return_tensors="pt", **call)["input_ids"][0]
     positions = (ids == image_token_id).nonzero().flatten().tolist()
     return ids.tolist(), ImageLayout(positions=positions, grid=(1, len(positions)))
 
@@ -66,7 +66,7 @@ def _idefics3(smol: bool):
     settings = dict(longest=2048, tile=512, seq=64) if smol else dict(longest=1456, tile=364, seq=169)
     proc = families.idefics3_processor(families.idefics3_tokenizer(), smol, **settings)
     ip = proc.image_processor
-    return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np")["pixel_values"][0]
+    return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np")["pixel_values"][0], {}
 
 
 def _got_ocr2(aya: bool):
@@ -76,17 +76,21 @@ def _got_ocr2(aya: bool):
     proc = families.got_ocr2_processor(tok, aya, crop=364, max_crops=12, seq=169) if aya else \
         families.got_ocr2_processor(tok, aya, crop=448, max_crops=12, seq=256)
     ip = proc.image_processor
-    return model, proc, lambda image: ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"]
+    return model, proc, lambda image: ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"], {}
 
 
-def _gemma3_pan_and_scan():
-    """Gemma 3 4B with pan-and-scan on (896 px, crops of at least 256 px, at most 4, 256 tokens each)."""
+def _gemma3_pan_and_scan(call_time: bool = False):
+    """Gemma 3 4B with pan-and-scan (896 px, crops of at least 256 px, at most 4, 256 tokens each): saved in the
+    processor's settings, or (`call_time`) off there and asked for in the call, as Gemma 3's model card does
+    (``processor(..., do_pan_and_scan=True)``)."""
     model, _ = families.gemma3()
     model.config.mm_tokens_per_image = 256
-    proc = families.gemma3_processor(families.gemma3_tokenizer(), size=896, pan_and_scan=True, min_crop=256, seq=256)
-    ip, settings = proc.image_processor, proc.images_kwargs  # what the processor passes its image processor
+    proc = families.gemma3_processor(families.gemma3_tokenizer(), size=896, pan_and_scan=not call_time, min_crop=256,
+                                     seq=256)
+    call = {"do_pan_and_scan": True} if call_time else {}
+    ip, settings = proc.image_processor, {**proc.images_kwargs, **call}  # what the processor passes on
     return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np",
-                                         **settings)["pixel_values"]
+                                         **settings)["pixel_values"], call
 
 
 CROP_FAMILIES = {
@@ -95,16 +99,17 @@ CROP_FAMILIES = {
     "internvl": lambda: _got_ocr2(False),
     "aya_vision": lambda: _got_ocr2(True),
     "gemma3_pan_and_scan": _gemma3_pan_and_scan,
+    "gemma3_pan_and_scan_call": lambda: _gemma3_pan_and_scan(call_time=True),
 }
 
 
-@pytest.mark.parametrize("size", SIZES, ids=["640x480", "300x500"])
+@pytest.mark.parametrize("size", SIZES + [(1000, 200)], ids=["640x480", "300x500", "1000x200"])
 @pytest.mark.parametrize("name", sorted(CROP_FAMILIES))
 def test_a_cell_painted_through_the_layout_lands_on_that_cell(name, size):
-    model, processor, pixels = CROP_FAMILIES[name]()
+    model, processor, pixels, call = CROP_FAMILIES[name]()
     adapter = adapter_for(model, processor)
     width, height = size
-    ids, layout = _layout(processor, adapter.image_token_id, Image.new("RGB", size))
+    ids, layout = _layout(processor, adapter.image_token_id, Image.new("RGB", size), **call)
     tiles = adapter.tiles(layout, ids, width, height)
     kinds = [t.kind for t in tiles]
     if kinds != ["image"]:  # Gemma 3 cuts no crops from a 300x500 image (they would be under 256 px)

@@ -105,7 +105,8 @@ def draw_heatmap(image: Any, values: np.ndarray, grid: tuple[int, int], family: 
         fig, ax = plt.subplots(figsize=(4, 4 * image.height / max(image.width, 1)))
     fig = ax.figure
     if tiles:
-        heat = tiles_heat(values, main_tiles(tiles)[0], image.width, image.height)
+        shown = main_tiles(tiles)[0]  # the image or crop tiles; overviews when given alone
+        heat = tiles_heat(values, shown, image.width, image.height, kinds=tuple({t.kind for t in shown}))
     else:
         heat = pixel_heat(values, grid, _region(family, image, region), image.width, image.height)
     ax.imshow(np.asarray(image), extent=(0, image.width, image.height, 0))
