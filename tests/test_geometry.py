@@ -291,3 +291,64 @@ def test_heatmap_of_a_tiled_trace_is_one_stitched_map_over_the_whole_image(name,
         values = image_attention(store, row.sample_id, 1)
         np.testing.assert_allclose(drawn, tiles_heat(values, [t for t in tiles if t.kind == "crop"], width, height))
         plt.close("all")
+
+
+# ----------------------------------------------------------------------------- one-grid families
+def merged_patches_image(pixel_values: np.ndarray, thw, merge: int, patch: int, temporal: int) -> np.ndarray:
+    """[C, H, W] from the patches Qwen2-VL's (and GLM-4V's) image processor flattens merge window by merge window:
+    rows (t, h/m, w/m, m, m), columns (C, T, p, p)."""
+    _, gh, gw = (int(v) for v in thw)
+    a = pixel_values.reshape(gh // merge, gw // merge, merge, merge, 3, temporal, patch, patch)[:, :, :, :, :, 0]
+    return a.transpose(4, 0, 2, 5, 1, 3, 6).reshape(3, gh * patch, gw * patch)
+
+
+def _qwen_like(name):
+    """Qwen3-VL-8B (16 px patches merged 2x2, 64·32² to 16384·32² pixels) or GLM-4.1V-9B (14 px patches merged
+    2x2, shortest edge 112², longest 28·28·15000) image processors."""
+    model, _ = families.BUILDERS[name]()
+    if name == "glm4v":
+        ip = T.Glm4vImageProcessor(size={"shortest_edge": 12544, "longest_edge": 11760000}, patch_size=14,
+                                   merge_size=2, temporal_patch_size=2)
+    else:
+        ip = T.Qwen2VLImageProcessor(min_pixels=65536, max_pixels=16777216, patch_size=16, merge_size=2,
+                                     temporal_patch_size=2)
+    inputs = lambda image: ip(images=[image], return_tensors="pt")  # noqa: E731
+    pixels = lambda image: merged_patches_image(  # noqa: E731
+        ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"],
+        inputs(image)["image_grid_thw"][0], ip.merge_size, ip.patch_size, ip.temporal_patch_size)
+    return model, ip, lambda image: {"input_ids": None, **inputs(image)}, pixels
+
+
+def _paligemma():
+    """PaliGemma 2 3B (224 px, 14 px patches: a 16x16 grid)."""
+    model, _ = families.paligemma(2)
+    model.config.vision_config.image_size, model.config.vision_config.patch_size = 224, 14
+    ip = T.SiglipImageProcessor(size={"height": 224, "width": 224})
+    return model, ip, None, lambda image: ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"][0]
+
+
+@pytest.mark.parametrize("size", SIZES + [(1000, 200)], ids=["640x480", "300x500", "1000x200"])
+@pytest.mark.parametrize("name", ["glm4v", "paligemma", "qwen3_vl"])
+def test_one_grid_families_put_a_painted_cell_on_that_cell(name, size):
+    """The grid of the families that show the image once (from `image_grid_thw`, or the fixed square), through
+    the adapter's layout and tiles: a painted cell lands on that merged patch of the processor's pixels."""
+    model, ip, inputs_of, pixels = _paligemma() if name == "paligemma" else _qwen_like(name)
+    adapter = adapter_for(model, None)
+    width, height = size
+    blank = Image.new("RGB", size)
+    if inputs_of is None:  # PaliGemma: a fixed number of tokens
+        side = 224 // 14
+        ids = torch.full((1, side * side), adapter.image_token_id)
+    else:
+        thw = inputs_of(blank)["image_grid_thw"]
+        ids = torch.full((1, int(thw.prod()) // 4), adapter.image_token_id)
+    inputs = {"input_ids": ids} if inputs_of is None else {"input_ids": ids, "image_grid_thw": thw}
+    layout = adapter.layouts(inputs)[0]
+    (tile,) = adapter.sample_tiles(layout, ids[0].tolist(), [size])
+    black = pixels(blank)
+    for k in (0, len(tile.cells) // 2 + tile.grid[1] // 3, len(tile.cells) - 1):
+        mask = _cell_pixels(tile, k, width, height)
+        bright = _blocks(pixels(_painted(mask)), tile.grid) - _blocks(black, tile.grid)
+        r, c = divmod(k, tile.grid[1])
+        assert bright[r, c] > 0.8, (name, k, bright.round(2))
+        assert np.delete(bright.ravel(), k).max() < 0.2, (name, k, bright.round(2))

@@ -136,37 +136,49 @@ def test_every_tile_names_its_image_and_lies_on_it(built):
             assert np.delete(bright.ravel(), k).max() < 0.2, (name, i, tile.kind, bright.round(2))
 
 
-def test_a_manifest_traces_two_images_and_the_heatmap_draws_both(tmp_path, capsys):
-    """`--images MANIFEST.jsonl` (images in a subfolder): one sample of two images with its own prompt; its
-    row lists both images, per-image VAR is stored and adds up to VAR, and `afip-probe heatmap` draws each
-    image with its own map."""
+@pytest.fixture(scope="module")
+def manifest_store(tmp_path_factory):
+    """`afip-probe trace --images MANIFEST.jsonl` (one image in a subfolder): one sample of two images with its
+    own prompt, and one of a single image, on a saved Idefics3."""
+    from afip_probe.cli import main
+
+    root = tmp_path_factory.mktemp("manifest")
+    model, processor = families.idefics3()
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    (root / "pics" / "sub").mkdir(parents=True)
+    for name, im in zip(["a.png", "sub/b.png"], tiny.random_images(2, seed=9, sizes=SIZES[:2])):
+        im.save(root / "pics" / name)
+    manifest = root / "pics" / "pairs.jsonl"
+    manifest.write_text(json.dumps({"images": ["a.png", "sub/b.png"], "prompt": "compare"}) + "\n" +
+                        json.dumps({"images": ["sub/b.png"], "id": "b alone"}) + "\n")
+    rc = main(["trace", "--model", str(root / "model"), "--images", str(manifest), "--out", str(root / "s"),
+               "--record", "maps", "--max-new-tokens", "3", "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    return root
+
+
+def test_a_manifest_traces_two_images_and_the_heatmap_draws_both(manifest_store, tmp_path):
+    """The two-image row lists both images, per-image VAR is stored and adds up to VAR (the one-image sample
+    has none), and `afip-probe heatmap` draws each image with its own map."""
     from afip_probe import store as st
     from afip_probe.cli import main
     from afip_probe.records import sample_images
 
-    model, processor = families.idefics3()
-    model.save_pretrained(tmp_path / "model")
-    processor.save_pretrained(tmp_path / "model")
-    (tmp_path / "pics" / "sub").mkdir(parents=True)
-    for name, im in zip(["a.png", "sub/b.png"], tiny.random_images(2, seed=9, sizes=SIZES[:2])):
-        im.save(tmp_path / "pics" / name)
-    manifest = tmp_path / "pics" / "pairs.jsonl"
-    manifest.write_text(json.dumps({"images": ["a.png", "sub/b.png"], "prompt": "compare"}) + "\n")
-    rc = main(["trace", "--model", str(tmp_path / "model"), "--images", str(manifest), "--out", str(tmp_path / "s"),
-               "--record", "maps", "--max-new-tokens", "3", "--device", "cpu", "--no-progress"])
-    assert rc == 0, capsys.readouterr().err
-    store = st.open(tmp_path / "s")
-    row = store.samples("ok").iloc[0]
-    assert row.sample_id == "a+sub/b" and row.prompt == "compare"
-    assert [im.path for im in sample_images(row)] == [str(tmp_path / "pics" / "a.png"),
-                                                      str(tmp_path / "pics" / "sub" / "b.png")]
-    arrays = store.arrays(row.sample_id)
+    store = st.open(manifest_store / "s")
+    rows = store.samples("ok").set_index("sample_id")
+    row = rows.loc["a+sub/b"]
+    assert row.prompt == "compare" and rows.loc["b alone"].prompt == afip_probe.records.DEFAULT_PROMPT
+    pics = manifest_store / "pics"
+    assert [im.path for im in sample_images(row)] == [str(pics / "a.png"), str(pics / "sub" / "b.png")]
+    arrays = store.arrays("a+sub/b")
     np.testing.assert_allclose(arrays["per_image/var"].astype(np.float32).sum(-1),
                                arrays["head/var"].astype(np.float32), atol=2e-3)
+    assert "per_image/var" not in store.arrays("b alone")
     out = tmp_path / "map.png"
-    assert main(["heatmap", str(store.root), row.sample_id, "--step", "1", "--out", str(out)]) == 0
+    assert main(["heatmap", str(store.root), "a+sub/b", "--step", "1", "--out", str(out)]) == 0 and out.exists()
     from afip_probe.plots.store_maps import token_heatmap
-    fig = token_heatmap(store, row.sample_id, step=1)
+    fig = token_heatmap(store, "a+sub/b", step=1)
     titles = [ax.get_title() for ax in fig.axes]
     assert any(t.startswith("image 0") for t in titles) and any(t.startswith("image 1") for t in titles)
     sizes = {ax.images[0].get_array().shape[:2] for ax in fig.axes if ax.images}
@@ -174,6 +186,57 @@ def test_a_manifest_traces_two_images_and_the_heatmap_draws_both(tmp_path, capsy
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_the_explorer_draws_each_image_with_its_own_map(manifest_store, tmp_path):
+    """The explorer page: one canvas per image of the sample, each coloured by the cells of its own tiles."""
+    from afip_probe.plots.explorer import write_explorer
+
+    from .browser import chromium
+
+    page = write_explorer([manifest_store / "s"], tmp_path / "explore")
+    payloads = {json.loads(f.read_text().split(",", 1)[1].rsplit(");", 1)[0])["id"]: json.loads(
+        f.read_text().split(",", 1)[1].rsplit(");", 1)[0]) for f in (tmp_path / "explore" / "data").glob("s*.js")}
+    two = payloads["a+sub/b"]
+    assert [(im["width"], im["height"]) for im in two["images"]] == [(64, 48), (30, 50)]
+    cells = [sorted(c for t in im["tiles"] for c in t["cells"]) for im in two["images"]]
+    assert cells[0] and cells[1] and max(cells[0]) < min(cells[1])
+    browser = chromium(tmp_path)
+    try:
+        browser.get(page.resolve().as_uri())
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 60).until(lambda d: d.find_element("id", "heatmap").get_attribute("data-values"))
+        browser.execute_script("return AFIP.show(AFIP_INDEX.samples.findIndex(s => s.id === 'a+sub/b'))")
+        WebDriverWait(browser, 60).until(
+            lambda d: d.find_element("id", "heatmap").get_attribute("data-sample") == "a+sub/b"
+            and d.find_element("id", "heatmap").get_attribute("data-values"))
+        canvases = browser.find_elements("css selector", "#heatmap canvas")
+        assert len(canvases) == 2
+        shapes = [(int(c.get_attribute("width")), int(c.get_attribute("height"))) for c in canvases]
+        assert shapes[0][0] == shapes[1][0] and shapes[0][1] < shapes[0][0] < shapes[1][1]  # 64x48, 30x50
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        browser.quit()
+
+
+def test_chair_ground_truth_of_a_sample_is_the_union_of_its_images_objects():
+    import pandas as pd
+
+    from afip_probe.metrics.chair import Chair
+    from afip_probe.metrics.labels import label_tokens
+
+    chair = Chair({1: {"dog"}, 2: {"cat"}})
+    text = "a dog and a cat"
+    tokens = pd.DataFrame({"sample_id": "s", "step": range(5), "char_start": [0, 2, 6, 10, 12],
+                           "char_end": [1, 5, 9, 11, 15]})
+    both = pd.DataFrame([{"sample_id": "s", "image_id": 1, "image_ids": [1, 2], "output_text": text}])
+    first = pd.DataFrame([{"sample_id": "s", "image_id": 1, "image_ids": [1], "output_text": text}])
+    assert list(label_tokens(tokens, both, chair).label.astype(str)) == ["none", "real", "none", "none", "real"]
+    assert list(label_tokens(tokens, first, chair).label.astype(str))[-1] == "hallucinated"
+    missing = pd.DataFrame([{"sample_id": "s", "image_id": 1, "image_ids": [1, 3], "output_text": text}])
+    out = label_tokens(tokens, missing, chair)
+    assert (out.label == "none").all() and "image id 3" in out.attrs["warnings"][0]
 
 
 def test_folders_are_searched_recursively_with_readable_unique_ids(tmp_path):
