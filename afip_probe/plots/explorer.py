@@ -114,7 +114,8 @@ def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> 
             row = rows.loc[sid]
             arrays = store.arrays(sid)
             cond = prefix + (str(row.get("condition", "")) or ("" if not prefix else "store"))
-            image_key = str(sid).split("/", 1)[-1] if "/" in str(sid) else str(sid)
+            condition = str(row.get("condition", "") or "")  # ids are <condition>/<image> in compare stores
+            image_key = str(sid)[len(condition) + 1:] if condition and str(sid).startswith(condition + "/") else str(sid)
             tiles = tiles_of(store, row)
             pngs, shown_images = [], []
             for k, im in enumerate(sample_images(row)):
