@@ -352,3 +352,23 @@ def test_one_grid_families_put_a_painted_cell_on_that_cell(name, size):
         r, c = divmod(k, tile.grid[1])
         assert bright[r, c] > 0.8, (name, k, bright.round(2))
         assert np.delete(bright.ravel(), k).max() < 0.2, (name, k, bright.round(2))
+
+
+def test_gemma3_call_time_pan_and_scan_gives_each_image_its_own_crops():
+    """Three images in one prompt, pan-and-scan asked for in the call: the adapter reads from the prompt which
+    blocks are crops of which image; each image gets as many crop tiles as the image processor made for it
+    (`num_crops`), the blocks before the crops are overviews, an image too square for crops is one tile."""
+    model, processor, _, call = _gemma3_pan_and_scan(call_time=True)
+    adapter = adapter_for(model, processor)
+    images = [Image.new("RGB", (640, 480)), Image.new("RGB", (300, 500)), Image.new("RGB", (1000, 400))]
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}] * 3 + [{"type": "text", "text": "compare"}]}],
+        add_generation_prompt=True)
+    inputs = dict(processor(images=[images], text=[prompt], return_tensors="pt", **call))
+    layout = adapter.layouts(inputs)[0]
+    tiles = adapter.sample_tiles(layout, inputs["input_ids"][0].tolist(), [im.size for im in images])
+    crops = processor.image_processor(images=[images], return_tensors="np", **{**processor.images_kwargs, **call})
+    assert list(crops["num_crops"]) == [2, 0, 3]
+    for i, n in enumerate(crops["num_crops"]):
+        kinds = [t.kind for t in tiles if t.image == i]
+        assert kinds == (["overview"] + ["crop"] * int(n) if n else ["image"]), (i, kinds)
