@@ -4,9 +4,10 @@ Each builder returns ``(model, processor)``: the model is the family's own trans
 own config classes (small sizes, random weights); the processor is the family's own processor class with its
 image processor (the PIL backend: no torchvision here) and a tokenizer trained on the spot that has the
 family's special tokens, so the prompt's image tokens are laid out by the processor's own code. Where a
-processor needs torchvision (Mistral 3's Pixtral processor, LFM2-VL's), `ManualProcessor` lays the inputs out
-as that processor does (its arithmetic is copied in the builder, with the source named). Llama 4 is its
-decoder behind LLaVA's vision tower and processor (see `llama4`), and Mllama is built to be refused.
+processor needs torchvision (Mistral 3's Pixtral processor, LFM2-VL's, Llama 4's), `ManualProcessor` lays the
+inputs out as that processor does (its arithmetic is copied in the builder, with the source named); the
+tests marked `vision` check those families' geometry against the real processors (`make test-vision`).
+Mllama is built to be refused.
 
 Window, chunk and softcap settings are those of the issue's "must show" list: Gemma 3 and Mistral 3 get a
 sliding window shorter than the sequence, Llama 4 an attention chunk shorter than it, PaliGemma 2 softcapping,
@@ -44,7 +45,8 @@ SPECIALS = [
     "<|begin_of_image|>", "<|end_of_image|>", "<|image|>", "<|video|>",  # GLM-4V, Llama 4
     "<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>", "<|tile_y_separator|>",  # Llama 4
     "<|img_thumbnail|>",  # LFM2-VL
-] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)] + [
+    f"<|img_row_{r}_col_{c}|>" for r in range(1, 11) for c in range(1, 11)]  # LFM2-VL's tiles
 
 
 def tokenizer(image_token: str = "<image>", **attributes: str) -> Any:
@@ -359,22 +361,71 @@ def mistral3(sliding_window: int | None = 20) -> tuple[Any, Any]:
     return finish(T.Mistral3ForConditionalGeneration(cfg), tok), proc
 
 
-def llama4(chunk: int = 32) -> tuple[Any, Any]:
-    """Llama 4's decoder (`Llama4TextModel`: chunked attention over `chunk` keys in every layer but the no-rope
-    ones, MoE every other layer) behind LLaVA's vision tower and processor.
+def llama4_canvas(height: int, width: int, tile: int, max_tiles: int) -> tuple[int, int]:
+    """(rows, cols) of tiles of the canvas `Llama4ImageProcessor` picks (`find_supported_resolutions` and
+    `get_best_fit` of transformers.models.llama4.image_processing_llama4, copied: that module needs
+    torchvision). The vision-venv tests check the real processor."""
+    shapes = [(f, n // f) for n in range(max_tiles, 0, -1) for f in range(1, n + 1) if n % f == 0]
+    scales = [min(r * tile / height, c * tile / width) for r, c in shapes]
+    up = [x for x in scales if x >= 1]
+    chosen = min(up) if up else max(scales)
+    return min((rc for rc, x in zip(shapes, scales) if x == chosen), key=lambda rc: rc[0] * rc[1])
 
-    `Llama4ForConditionalGeneration` itself cannot generate in transformers 5.24: its forward reads
-    `outputs.image_outputs`, which the text model's output does not have (AttributeError on every call).
-    The decoder, where chunking lives, is what this builder tests."""
-    tok = tokenizer()
-    _, proc = tiny_llava(tokenizer=tok)
+
+def llama4(chunk: int = 16) -> tuple[Any, Any]:
+    """Llama 4 (`Llama4ForConditionalGeneration`): chunked attention over `chunk` keys in every layer but the
+    no-rope ones, MoE every other layer; 32 px tiles of 2x2 tokens (8 px patches, pixel shuffle 0.5), up to 4
+    tiles plus a global tile, written into the prompt with tile separators (`Llama4Processor`, whose image
+    processor needs torchvision: `ManualProcessor` lays the prompt out as `_prompt_split_image` does, the
+    pixels as the image processor's arithmetic does)."""
+    from PIL import Image
+
+    tok = tokenizer("<|patch|>")
+    tile, max_tiles = 32, 4
+
+    def pixels(images: list[Any]) -> dict[str, Any]:
+        tiles, ratios = [], []
+        for im in images:
+            rows, cols = llama4_canvas(im.height, im.width, tile, max_tiles)
+            th, tw = min(max(im.height, tile), rows * tile), min(max(im.width, tile), cols * tile)
+            sw, sh = tw / im.width, th / im.height
+            new = (tw, min(int(im.height * sw), th)) if sw < sh else (min(int(im.width * sh), tw), th)
+            canvas = np.zeros((rows * tile, cols * tile, 3), np.float32)
+            canvas[: new[1], : new[0]] = np.asarray(im.convert("RGB").resize(new, Image.BILINEAR), np.float32)
+            parts = [canvas[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] for r in range(rows) for c in range(cols)]
+            if rows * cols > 1:
+                parts.append(np.asarray(im.convert("RGB").resize((tile, tile), Image.BILINEAR), np.float32))
+            tiles += [torch.from_numpy(a / 127.5 - 1).permute(2, 0, 1) for a in parts]
+            ratios.append((rows, cols))
+        return {"pixel_values": torch.stack(tiles), "aspect_ratios": ratios}
+
+    def expand(inputs: dict[str, Any], i: int) -> str:
+        rows, cols = inputs["aspect_ratios"][i]
+        per = (tile // 8) ** 2 // 4
+        out = "<|image_start|>"
+        if rows * cols > 1:
+            for _ in range(rows):
+                out += "<|tile_x_separator|>".join(["<|patch|>" * per] * cols) + "<|tile_y_separator|>"
+        return out + "<|image|>" + "<|patch|>" * per + "<|image_end|>"
+
+    class Llama4Manual(ManualProcessor):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            out = super().__call__(*args, **kwargs)
+            out.pop("aspect_ratios")
+            return out
+
+    proc = Llama4Manual(tok, "<|image|>", template("<|image|>"), pixels, expand)
     text = text_config(T.Llama4TextConfig, tok, intermediate_size_mlp=2 * HIDDEN, num_local_experts=2,
                        attention_chunk_size=chunk, no_rope_layers=[1, 1, 0], interleave_moe_layer_step=2,
                        use_qk_norm=False)
-    cfg = T.LlavaConfig(vision_config=_clip(), text_config=text, image_token_id=tok.image_token_id,
-                        vision_feature_layer=-1, vision_feature_select_strategy="default")
+    vision = T.Llama4VisionConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+                                  image_size=tile, patch_size=8, vision_output_dim=32, projector_input_dim=32,
+                                  projector_output_dim=32, pixel_shuffle_ratio=0.5)
+    cfg = T.Llama4Config(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<|patch|>"),
+                         boi_token_index=tok.convert_tokens_to_ids("<|image_start|>"),
+                         eoi_token_index=tok.convert_tokens_to_ids("<|image_end|>"))
     torch.manual_seed(0)
-    return finish(T.LlavaForConditionalGeneration(cfg), tok), proc
+    return finish(T.Llama4ForConditionalGeneration(cfg), tok), proc
 
 
 def lfm2_vl() -> tuple[Any, Any]:

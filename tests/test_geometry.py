@@ -27,12 +27,12 @@ from . import families
 SIZES = [(640, 480), (300, 500)]
 
 
-def _layout(processor, image_token_id, image):
-    """The prompt ids and image-token layout the processor writes for one image."""
+def _layout(processor, image_token_id, image, **call):
+    """The prompt ids and image-token layout the processor writes for one image (`call`: the call's settings)."""
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe"}]}],
         add_generation_prompt=True)
-    ids = processor(images=[[image]], text=[prompt], return_tensors="pt")["input_ids"][0]
+    ids = processor(images=[[image]], text=[prompt], return_tensors="pt", **call)["input_ids"][0]
     positions = (ids == image_token_id).nonzero().flatten().tolist()
     return ids.tolist(), ImageLayout(positions=positions, grid=(1, len(positions)))
 
@@ -66,7 +66,7 @@ def _idefics3(smol: bool):
     settings = dict(longest=2048, tile=512, seq=64) if smol else dict(longest=1456, tile=364, seq=169)
     proc = families.idefics3_processor(families.idefics3_tokenizer(), smol, **settings)
     ip = proc.image_processor
-    return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np")["pixel_values"][0]
+    return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np")["pixel_values"][0], {}
 
 
 def _got_ocr2(aya: bool):
@@ -76,17 +76,21 @@ def _got_ocr2(aya: bool):
     proc = families.got_ocr2_processor(tok, aya, crop=364, max_crops=12, seq=169) if aya else \
         families.got_ocr2_processor(tok, aya, crop=448, max_crops=12, seq=256)
     ip = proc.image_processor
-    return model, proc, lambda image: ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"]
+    return model, proc, lambda image: ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"], {}
 
 
-def _gemma3_pan_and_scan():
-    """Gemma 3 4B with pan-and-scan on (896 px, crops of at least 256 px, at most 4, 256 tokens each)."""
+def _gemma3_pan_and_scan(call_time: bool = False):
+    """Gemma 3 4B with pan-and-scan (896 px, crops of at least 256 px, at most 4, 256 tokens each): saved in the
+    processor's settings, or (`call_time`) off there and asked for in the call, as Gemma 3's model card does
+    (``processor(..., do_pan_and_scan=True)``)."""
     model, _ = families.gemma3()
     model.config.mm_tokens_per_image = 256
-    proc = families.gemma3_processor(families.gemma3_tokenizer(), size=896, pan_and_scan=True, min_crop=256, seq=256)
-    ip, settings = proc.image_processor, proc.images_kwargs  # what the processor passes its image processor
+    proc = families.gemma3_processor(families.gemma3_tokenizer(), size=896, pan_and_scan=not call_time, min_crop=256,
+                                     seq=256)
+    call = {"do_pan_and_scan": True} if call_time else {}
+    ip, settings = proc.image_processor, {**proc.images_kwargs, **call}  # what the processor passes on
     return model, proc, lambda image: ip(images=[[image]], do_normalize=False, return_tensors="np",
-                                         **settings)["pixel_values"]
+                                         **settings)["pixel_values"], call
 
 
 CROP_FAMILIES = {
@@ -95,16 +99,17 @@ CROP_FAMILIES = {
     "internvl": lambda: _got_ocr2(False),
     "aya_vision": lambda: _got_ocr2(True),
     "gemma3_pan_and_scan": _gemma3_pan_and_scan,
+    "gemma3_pan_and_scan_call": lambda: _gemma3_pan_and_scan(call_time=True),
 }
 
 
-@pytest.mark.parametrize("size", SIZES, ids=["640x480", "300x500"])
+@pytest.mark.parametrize("size", SIZES + [(1000, 200)], ids=["640x480", "300x500", "1000x200"])
 @pytest.mark.parametrize("name", sorted(CROP_FAMILIES))
 def test_a_cell_painted_through_the_layout_lands_on_that_cell(name, size):
-    model, processor, pixels = CROP_FAMILIES[name]()
+    model, processor, pixels, call = CROP_FAMILIES[name]()
     adapter = adapter_for(model, processor)
     width, height = size
-    ids, layout = _layout(processor, adapter.image_token_id, Image.new("RGB", size))
+    ids, layout = _layout(processor, adapter.image_token_id, Image.new("RGB", size), **call)
     tiles = adapter.tiles(layout, ids, width, height)
     kinds = [t.kind for t in tiles]
     if kinds != ["image"]:  # Gemma 3 cuts no crops from a 300x500 image (they would be under 256 px)
@@ -286,3 +291,84 @@ def test_heatmap_of_a_tiled_trace_is_one_stitched_map_over_the_whole_image(name,
         values = image_attention(store, row.sample_id, 1)
         np.testing.assert_allclose(drawn, tiles_heat(values, [t for t in tiles if t.kind == "crop"], width, height))
         plt.close("all")
+
+
+# ----------------------------------------------------------------------------- one-grid families
+def merged_patches_image(pixel_values: np.ndarray, thw, merge: int, patch: int, temporal: int) -> np.ndarray:
+    """[C, H, W] from the patches Qwen2-VL's (and GLM-4V's) image processor flattens merge window by merge window:
+    rows (t, h/m, w/m, m, m), columns (C, T, p, p)."""
+    _, gh, gw = (int(v) for v in thw)
+    a = pixel_values.reshape(gh // merge, gw // merge, merge, merge, 3, temporal, patch, patch)[:, :, :, :, :, 0]
+    return a.transpose(4, 0, 2, 5, 1, 3, 6).reshape(3, gh * patch, gw * patch)
+
+
+def _qwen_like(name):
+    """Qwen3-VL-8B (16 px patches merged 2x2, 64·32² to 16384·32² pixels) or GLM-4.1V-9B (14 px patches merged
+    2x2, shortest edge 112², longest 28·28·15000) image processors."""
+    model, _ = families.BUILDERS[name]()
+    if name == "glm4v":
+        ip = T.Glm4vImageProcessor(size={"shortest_edge": 12544, "longest_edge": 11760000}, patch_size=14,
+                                   merge_size=2, temporal_patch_size=2)
+    else:
+        ip = T.Qwen2VLImageProcessor(min_pixels=65536, max_pixels=16777216, patch_size=16, merge_size=2,
+                                     temporal_patch_size=2)
+    inputs = lambda image: ip(images=[image], return_tensors="pt")  # noqa: E731
+    pixels = lambda image: merged_patches_image(  # noqa: E731
+        ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"],
+        inputs(image)["image_grid_thw"][0], ip.merge_size, ip.patch_size, ip.temporal_patch_size)
+    return model, ip, lambda image: {"input_ids": None, **inputs(image)}, pixels
+
+
+def _paligemma():
+    """PaliGemma 2 3B (224 px, 14 px patches: a 16x16 grid)."""
+    model, _ = families.paligemma(2)
+    model.config.vision_config.image_size, model.config.vision_config.patch_size = 224, 14
+    ip = T.SiglipImageProcessor(size={"height": 224, "width": 224})
+    return model, ip, None, lambda image: ip(images=[image], do_normalize=False, return_tensors="np")["pixel_values"][0]
+
+
+@pytest.mark.parametrize("size", SIZES + [(1000, 200)], ids=["640x480", "300x500", "1000x200"])
+@pytest.mark.parametrize("name", ["glm4v", "paligemma", "qwen3_vl"])
+def test_one_grid_families_put_a_painted_cell_on_that_cell(name, size):
+    """The grid of the families that show the image once (from `image_grid_thw`, or the fixed square), through
+    the adapter's layout and tiles: a painted cell lands on that merged patch of the processor's pixels."""
+    model, ip, inputs_of, pixels = _paligemma() if name == "paligemma" else _qwen_like(name)
+    adapter = adapter_for(model, None)
+    width, height = size
+    blank = Image.new("RGB", size)
+    if inputs_of is None:  # PaliGemma: a fixed number of tokens
+        side = 224 // 14
+        ids = torch.full((1, side * side), adapter.image_token_id)
+    else:
+        thw = inputs_of(blank)["image_grid_thw"]
+        ids = torch.full((1, int(thw.prod()) // 4), adapter.image_token_id)
+    inputs = {"input_ids": ids} if inputs_of is None else {"input_ids": ids, "image_grid_thw": thw}
+    layout = adapter.layouts(inputs)[0]
+    (tile,) = adapter.sample_tiles(layout, ids[0].tolist(), [size])
+    black = pixels(blank)
+    for k in (0, len(tile.cells) // 2 + tile.grid[1] // 3, len(tile.cells) - 1):
+        mask = _cell_pixels(tile, k, width, height)
+        bright = _blocks(pixels(_painted(mask)), tile.grid) - _blocks(black, tile.grid)
+        r, c = divmod(k, tile.grid[1])
+        assert bright[r, c] > 0.8, (name, k, bright.round(2))
+        assert np.delete(bright.ravel(), k).max() < 0.2, (name, k, bright.round(2))
+
+
+def test_gemma3_call_time_pan_and_scan_gives_each_image_its_own_crops():
+    """Three images in one prompt, pan-and-scan asked for in the call: the adapter reads from the prompt which
+    blocks are crops of which image; each image gets as many crop tiles as the image processor made for it
+    (`num_crops`), the blocks before the crops are overviews, an image too square for crops is one tile."""
+    model, processor, _, call = _gemma3_pan_and_scan(call_time=True)
+    adapter = adapter_for(model, processor)
+    images = [Image.new("RGB", (640, 480)), Image.new("RGB", (300, 500)), Image.new("RGB", (1000, 400))]
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}] * 3 + [{"type": "text", "text": "compare"}]}],
+        add_generation_prompt=True)
+    inputs = dict(processor(images=[images], text=[prompt], return_tensors="pt", **call))
+    layout = adapter.layouts(inputs)[0]
+    tiles = adapter.sample_tiles(layout, inputs["input_ids"][0].tolist(), [im.size for im in images])
+    crops = processor.image_processor(images=[images], return_tensors="np", **{**processor.images_kwargs, **call})
+    assert list(crops["num_crops"]) == [2, 0, 3]
+    for i, n in enumerate(crops["num_crops"]):
+        kinds = [t.kind for t in tiles if t.image == i]
+        assert kinds == (["overview"] + ["crop"] * int(n) if n else ["image"]), (i, kinds)

@@ -370,7 +370,9 @@ def _generate(session: _Session, original: Any, *args: Any, **kwargs: Any) -> An
         raise AfipError("tracing supports greedy and sampling with one sequence per prompt (num_beams=1)")
     inputs = dict(kwargs, input_ids=input_ids)
     layouts = session.adapter.layouts(inputs)
-    session.start_run(RunMasks(input_ids == session.adapter.image_token_id))
+    several = any(layout.num_images > 1 for layout in layouts)  # per-image VAR for prompts of several images
+    session.start_run(RunMasks(input_ids == session.adapter.image_token_id,
+                               [layout.image_of_slots() for layout in layouts] if several else None))
     if session.recorder is not None:
         session.recorder.start_run(input_ids, kwargs.get("attention_mask"), layouts, session.masks)
     session.in_generate = True

@@ -28,18 +28,28 @@ from ..records import HEAD_FIELDS, LAYER_FIELDS, ImageLayout, RecordConfig, RowA
 from .rowstats import RowStats, RunMasks, Workspace, mask_rows, row_scores, row_stats
 
 
+def _per_image(image_var: np.ndarray | None, length: int, b: int, layout: ImageLayout) -> np.ndarray | None:
+    """Sample b's VAR of each of its images [T, L, H, I] from the run's [T, L, B, H, I_max]; None for a sample of
+    one image (its VAR is ``head/var``)."""
+    if image_var is None or layout.num_images < 2:
+        return None
+    return np.ascontiguousarray(image_var[:length, :, b, :, : layout.num_images])
+
+
 class _Rows:
     """Row statistics of a run: per step, one entry per group of layers summarised together."""
 
     def __init__(self, num_layers: int):
         self.num_layers = num_layers
-        # name -> [(step, layers, tensor [L', B, ...])]; names: head, layer, maps, scores
-        self.items: dict[str, list[tuple[int, list[int], torch.Tensor]]] = {k: [] for k in
-                                                                           ("head", "layer", "maps", "scores")}
+        # name -> [(step, layers, tensor [L', B, ...])]; names: head, layer, maps, scores, image_var
+        self.items: dict[str, list[tuple[int, list[int], torch.Tensor]]] = {
+            k: [] for k in ("head", "layer", "maps", "scores", "image_var")}
 
     def add(self, step: int, layers: list[int], st: RowStats, config: "RecordConfig", keep_scores: bool = True) -> None:
         self.items["head"].append((step, layers, st.head))  # [L', B, F, H]
         self.items["layer"].append((step, layers, st.layer))  # [L', B, F]
+        if st.image_var is not None:  # prompts of several images: VAR of each
+            self.items["image_var"].append((step, layers, st.image_var))  # [L', B, H, I]
         if config.level != "stats":
             dtype = getattr(torch, config.array_dtype)
             # copies: the statistics may be views of the run's reused score buffer
@@ -353,7 +363,8 @@ class Recorder(Switch):
         st = row_stats(block.rows[:n], view.is_image, block.allowed[:n], view.index, self._work)
         for i in range(n):
             run.raw.add(block.start + i, block.layers,
-                        RowStats(st.head[i], st.layer[i], st.img_mean_probs[i], st.img_scores[i]), self.config)
+                        RowStats(st.head[i], st.layer[i], st.img_mean_probs[i], st.img_scores[i],
+                                 None if st.image_var is None else st.image_var[i]), self.config)
 
     def _summarise_decoded(self, run: "_Run", step: int, decoded: list[tuple[int, int, torch.Tensor]]) -> None:
         """Statistics of the rows `decode_row` scored: one `row_stats` call per key length and mask."""
@@ -431,6 +442,8 @@ class Recorder(Switch):
         c_head = run.corrected.array("head", steps)  # [T, L, B, F, H], rows after a corrector
         c_layer = run.corrected.array("layer", steps)  # [T, L, B, F]
         c_maps = run.corrected.array("maps", steps)  # [T, L, B, n]
+        image_var = run.raw.array("image_var", steps)  # [T, L, B, H, I] (prompts of several images)
+        c_image_var = run.corrected.array("image_var", steps)
         entropy = torch.stack(run.entropy, dim=1).cpu().numpy()  # [B, T]
         logprob = torch.stack(run.logprob, dim=1).cpu().numpy()  # [B, T]
         eos = set(eos_token_ids)
@@ -450,12 +463,14 @@ class Recorder(Switch):
                 # no copy when the batch is one sample: these arrays can be large at level full
                 maps=None if maps is None else np.ascontiguousarray(maps[:length, :, b, :n]),
                 scores=None if scores is None else np.ascontiguousarray(scores[:length, :, b, :, :n]),
+                image_var=_per_image(image_var, length, b, layout),
             )
             if c_head is not None and c_layer is not None:
                 trace.corrected = RowArrays(
                     head={f: np.ascontiguousarray(c_head[:length, :, b, i]) for i, f in enumerate(HEAD_FIELDS)},
                     layer={f: np.ascontiguousarray(c_layer[:length, :, b, i]) for i, f in enumerate(LAYER_FIELDS)},
                     maps=None if c_maps is None else np.ascontiguousarray(c_maps[:length, :, b, :n]),
+                    image_var=_per_image(c_image_var, length, b, layout),
                 )
             out.append(trace)
         self.traces.extend(out)

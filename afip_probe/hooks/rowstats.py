@@ -42,6 +42,8 @@ class ImageIndex:
     count: torch.Tensor  # [B] float, number of image keys
     block: tuple[int, int] | None = None  # (start, stop): image keys are keys[start:stop] in every sample
     ragged: bool = False  # samples have different image counts (some index slots are padding)
+    #: [B, n_max, I] float 0/1: which image of its prompt each slot belongs to, when some prompt shows several
+    images: torch.Tensor | None = None
 
     def gather(self, rows: torch.Tensor, work: "Workspace | None" = None) -> torch.Tensor:
         """Image-key entries of rows [..., B, H, kv] -> [..., B, H, n_max] (padded slots hold key 0's value).
@@ -64,11 +66,12 @@ class ImageIndex:
         block = self.block if self.block is not None and self.block[0] >= offset else None
         return ImageIndex(index=(self.index - offset).clamp(min=0), valid=valid, count=valid.sum(-1).to(torch.float32),
                           block=None if block is None else (block[0] - offset, block[1] - offset),
-                          ragged=not bool(valid.all()))
+                          ragged=not bool(valid.all()), images=self.images)
 
 
-def image_index(is_image: torch.Tensor) -> ImageIndex:
-    """Build the image-key index from a boolean [B, kv] image-key mask."""
+def image_index(is_image: torch.Tensor, slot_images: list[list[int]] | None = None) -> ImageIndex:
+    """Build the image-key index from a boolean [B, kv] image-key mask; `slot_images` (per sample, the image
+    number of each of its image keys in order) when a prompt shows several images."""
     counts = is_image.sum(-1)  # [B]
     n_max = int(counts.max()) if counts.numel() else 0
     index = torch.zeros(is_image.shape[0], n_max, dtype=torch.long, device=is_image.device)
@@ -82,8 +85,14 @@ def image_index(is_image: torch.Tensor) -> ImageIndex:
         start = int(index[0, 0])
         if int(index[0, -1]) == start + n_max - 1:  # contiguous
             block = (start, start + n_max)
+    images = None
+    if slot_images is not None:
+        num = max((max(numbers) + 1 for numbers in slot_images if numbers), default=1)
+        images = torch.zeros(is_image.shape[0], n_max, num, dtype=torch.float32, device=is_image.device)
+        for b, numbers in enumerate(slot_images):
+            images[b, torch.arange(len(numbers)), torch.tensor(numbers, dtype=torch.long)] = 1.0
     return ImageIndex(index=index, valid=valid, count=counts.to(torch.float32), block=block,
-                      ragged=not bool(valid.all()))
+                      ragged=not bool(valid.all()), images=images)
 
 
 def image_keys(is_image_prompt: torch.Tensor, kv: int) -> torch.Tensor:
@@ -190,13 +199,14 @@ class KeyView:
 class RunMasks:
     """The image-key masks of one generate() call, shared by the recorder and score modifiers.
 
-    Built once from the prompt's [B, P] image-token mask; `view(kv, step)` gives the `KeyView` of a
-    key row of length `kv` at decoding step `step` (cached: it changes once per step and cache kind).
+    Built once from the prompt's [B, P] image-token mask (and, for prompts of several images, the image
+    number of each sample's image keys); `view(kv, step)` gives the `KeyView` of a key row of length `kv`
+    at decoding step `step` (cached: it changes once per step and cache kind).
     """
 
-    def __init__(self, is_image_prompt: torch.Tensor):
+    def __init__(self, is_image_prompt: torch.Tensor, slot_images: list[list[int]] | None = None):
         self.prompt = is_image_prompt  # [B, P]
-        self.index: ImageIndex = image_index(is_image_prompt)
+        self.index: ImageIndex = image_index(is_image_prompt, slot_images)
         self._views: dict[tuple[int, int], KeyView] = {}
         self._padded = image_keys(is_image_prompt, 2 * is_image_prompt.shape[1])  # [B, 2P], see _image_keys
 
@@ -263,6 +273,7 @@ class RowStats:
     layer: torch.Tensor  # [..., B, F_layer]
     img_mean_probs: torch.Tensor  # [..., B, n_max] head mean of the post-softmax image attention (0 at padding)
     img_scores: torch.Tensor  # [..., B, H, n_max] pre-softmax image scores (may be a view of the input)
+    image_var: torch.Tensor | None = None  # [..., B, H, I] VAR of each image (prompts of several images)
 
 
 NEG_INF = float("-inf")
@@ -347,6 +358,8 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     var = torch.exp(lse_img - lse)
     has = z > 0
     zs = z.clamp(min=TINY)
+    # VAR of each image of the prompt (Σ over its keys of A), before e is overwritten below
+    image_var = None if img.images is None else (e @ img.images) * torch.exp(shift - lse)[..., None]  # [..., B, H, I]
     weights = torch.stack([torch.exp(shift - lse) / h, has / (h * zs)], dim=-2)  # [..., B, 2, H]
     means = weights @ e  # [..., B, 2, n]: Ā (head mean of A_I) and P̄ (head mean of P)
     a_bar, p_bar = means[..., 0, :], means[..., 1, :]
@@ -362,4 +375,4 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     head = torch.stack([var, m, t_max, x0.sum(-1) / n_img, t_sum / n_txt, var / n_img,
                         torch.exp(t_lse - lse) / n_txt, lse, img_entropy, kl], dim=-2)  # [..., B, F_head, H]
     layer = torch.stack([ent, ent_renorm, kl.mean(-1)], dim=-1)  # [..., B, F_layer]
-    return RowStats(head=head, layer=layer, img_mean_probs=a_bar, img_scores=x0)
+    return RowStats(head=head, layer=layer, img_mean_probs=a_bar, img_scores=x0, image_var=image_var)

@@ -28,8 +28,9 @@ def label_tokens(tokens: pd.DataFrame, samples: pd.DataFrame, chair: Chair,
     """`tokens` plus columns `label`, `object` (node word) and `mention` (the word as written).
 
     `samples` needs `sample_id`, `image_id` and `output_text`; ground truth is `gt[image_id]` when
-    given, else the evaluator's own. Samples with no ground truth keep `none` and are listed in
-    ``result.attrs["warnings"]``.
+    given, else the evaluator's own. A sample that shows several images (its ``image_ids``) has the union
+    of their objects as ground truth. Samples with no ground truth (for some image) keep `none` and are
+    listed in ``result.attrs["warnings"]``.
     """
     out = tokens.copy()
     label = np.full(len(out), "none", dtype=object)
@@ -41,10 +42,13 @@ def label_tokens(tokens: pd.DataFrame, samples: pd.DataFrame, chair: Chair,
         idx = positions.get(row.sample_id)
         if idx is None:
             continue
-        truth = gt.get(row.image_id) if gt is not None else chair.gt.get(row.image_id)
-        if truth is None:
-            warnings.append(f"{row.sample_id}: image id {row.image_id!r} has no ground truth; tokens left unlabelled")
+        ids = _image_ids(row)
+        truths = [gt.get(i) if gt is not None else chair.gt.get(i) for i in ids]
+        if any(t is None for t in truths):
+            missing = next(i for i, t in zip(ids, truths) if t is None)
+            warnings.append(f"{row.sample_id}: image id {missing!r} has no ground truth; tokens left unlabelled")
             continue
+        truth = set().union(*truths)
         starts = out["char_start"].to_numpy()[idx]
         ends = out["char_end"].to_numpy()[idx]
         for m in chair.evaluate(row.image_id, row.output_text, gt=truth).mentions:
@@ -61,6 +65,15 @@ def label_tokens(tokens: pd.DataFrame, samples: pd.DataFrame, chair: Chair,
     out["mention"] = mention
     out.attrs["warnings"] = warnings
     return out
+
+
+def _image_ids(row: Any) -> list[Any]:
+    """The image ids of a samples-table row: every image's (``image_ids``) when it shows several, else its
+    ``image_id``."""
+    ids = getattr(row, "image_ids", None)
+    if ids is not None and not isinstance(ids, float) and len(ids) > 1:
+        return [int(i) for i in ids]
+    return [row.image_id]
 
 
 def label_store(store: Any, chair: Chair, gt: Mapping[Any, set[str]] | None = None) -> pd.DataFrame:

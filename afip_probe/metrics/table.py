@@ -32,7 +32,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..errors import AfipError
-from ..records import LAYER_FIELDS, Layers, array_name
+from ..records import LAYER_FIELDS, Layers, array_name, sample_images
 from .chair import Chair
 from .labels import label_tokens
 
@@ -125,7 +125,10 @@ def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequen
 def chair_for(store: Any, annotations: str | None = None) -> Chair:
     """The CHAIR evaluator that fits a store's images (`Chair.for_images`): `annotations` if given, else
     the dataset the traced images belong to, else the packaged COCO 2014 ground truth."""
-    return Chair.for_images(store.samples()["image"], annotations)
+    samples = store.samples()
+    paths = [im.path for _, row in samples.iterrows() for im in sample_images(row)] if "images" in samples \
+        else list(samples["image"])  # every image of every sample
+    return Chair.for_images(paths, annotations)
 
 
 def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str]] | None = None,

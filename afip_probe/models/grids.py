@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import AfipError
-from .base import ModelAdapter
+from .base import ModelAdapter, per_sample
+from .llava import fixed_square_grids
 
 
 def pixtral_grid(size: tuple[int, int], patch: int, merge: int) -> tuple[int, int]:
@@ -29,13 +30,16 @@ def pixtral_grid(size: tuple[int, int], patch: int, merge: int) -> tuple[int, in
 
 class PaliGemmaAdapter(ModelAdapter):
     family = "paligemma"
-    square_grid = True
     covers_whole_image = True
 
-    def build_prompt(self, prompt: str) -> str:
+    def image_grids(self, inputs: dict[str, Any]) -> list[list[tuple[int, int]]]:
+        vision = self.model.config.vision_config
+        return fixed_square_grids(inputs, self.image_token_id, int(vision.image_size) // int(vision.patch_size))
+
+    def build_prompt(self, prompt: str, num_images: int = 1) -> str:
         """PaliGemma has no chat template: its processor puts the image tokens and <bos> before the prompt."""
         if getattr(self.processor, "chat_template", None) is not None:
-            return super().build_prompt(prompt)
+            return super().build_prompt(prompt, num_images)
         return prompt
 
 
@@ -43,10 +47,12 @@ class Mistral3Adapter(ModelAdapter):
     family = "mistral3"
     covers_whole_image = True
 
-    def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+    def image_grids(self, inputs: dict[str, Any]) -> list[list[tuple[int, int]]]:
         sizes = inputs.get("image_sizes")
         if sizes is None:
             raise AfipError("Mistral 3 inputs carry no image_sizes: build them with the model's processor")
         patch = int(self.model.config.vision_config.patch_size)
         merge = int(self.model.config.spatial_merge_size)
-        return [pixtral_grid(tuple(size), patch, merge) for size in sizes.tolist()]
+        grids = [pixtral_grid(tuple(size), patch, merge) for size in sizes.tolist()]
+        owners = per_sample(inputs, self.image_token_id, [r * c for r, c in grids], "image_sizes")
+        return [[grids[k] for k in mine] for mine in owners]

@@ -1,4 +1,4 @@
-"""LLaVA-1.5 (`LlavaForConditionalGeneration`): a square patch grid, 24x24 over 336 px for llava-1.5."""
+"""LLaVA-1.5 (`LlavaForConditionalGeneration`): a square patch grid per image, 24x24 over 336 px for llava-1.5."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ from typing import Any
 from .base import ModelAdapter
 
 
+def fixed_square_grids(inputs: dict[str, Any], image_token_id: int, side: int) -> list[list[tuple[int, int]]]:
+    """Per sample, one `side` x `side` grid per image, for families whose every image is that many tokens."""
+    per = side * side
+    return [[(side, side)] * (int((row == image_token_id).sum()) // per) for row in inputs["input_ids"]]
+
+
 class LlavaAdapter(ModelAdapter):
     family = "llava"
 
-    def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+    def image_grids(self, inputs: dict[str, Any]) -> list[list[tuple[int, int]]]:
         vision = self.model.config.vision_config
-        side = int(vision.image_size) // int(vision.patch_size)
-        return [(side, side)] * int(inputs["input_ids"].shape[0])
+        return fixed_square_grids(inputs, self.image_token_id, int(vision.image_size) // int(vision.patch_size))

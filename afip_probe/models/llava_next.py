@@ -11,6 +11,9 @@ The image tokens of one image are, in order (`pack_image_features` in transforme
 The high-resolution grid is one *crop* tile whose box is the part of the original image its kept rows
 and columns cover (the processor's resize, the centred paste and the unpadding, in original pixels).
 
+In a prompt with several images, LLaVA-NeXT lays out every image so; OneVision shows each image of such a
+prompt as its base image only (p x p patches) and one newline after it (`batch_num_images`).
+
 Example:
     >>> llava_next_geometry((480, 640), [[32, 64], [64, 32], [64, 64]], 32, 8)
     (4, (6, 8), (0.0, 0.0, 640.0, 480.0))
@@ -19,12 +22,13 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 from transformers.image_processing_utils import select_best_resolution
 
+from ..errors import AfipError
 from ..records.layout import ImageLayout, Region, Tile
-from .base import TiledAdapter
+from .base import TiledAdapter, per_sample
 
 
 def llava_next_geometry(size: tuple[int, int], pinpoints: Sequence[Sequence[int]], crop: int, patch: int,
@@ -70,22 +74,42 @@ class LlavaNextAdapter(TiledAdapter):
     def _max_crops(self) -> int | None:
         return None
 
-    def tiles(self, layout: ImageLayout, prompt_ids: Sequence[int], width: int, height: int) -> list[Tile]:
+    def _geometry(self, width: int, height: int) -> tuple[int, tuple[int, int], Region]:
         config = self.model.config
         vision = config.vision_config
-        side, (rows, cols), box = llava_next_geometry((height, width), config.image_grid_pinpoints,
-                                                      int(vision.image_size), int(vision.patch_size), self._max_crops())
+        return llava_next_geometry((height, width), config.image_grid_pinpoints, int(vision.image_size),
+                                   int(vision.patch_size), self._max_crops())
+
+    def _newline(self) -> bool:
+        return getattr(self.model.model, "image_newline", None) is not None if hasattr(self.model, "model") else True
+
+    def _full_count(self, height: int, width: int) -> int:
+        side, (rows, cols), _ = self._geometry(width, height)
+        return side * side + rows * (cols + int(self._newline()))
+
+    def image_token_counts(self, inputs: dict[str, Any]) -> list[list[int]]:
+        """Each image's token count from its `image_sizes` row (the batch's images in order)."""
+        sizes = inputs.get("image_sizes")
+        if sizes is None:
+            raise AfipError(f"{self.family} inputs carry no image_sizes: build them with the model's processor")
+        counts = [self._full_count(int(h), int(w)) for h, w in sizes.tolist()]
+        return [[counts[k] for k in mine] for mine in per_sample(inputs, self.image_token_id, counts, "image_sizes")]
+
+    def tiles(self, layout: ImageLayout, prompt_ids: Sequence[int], width: int, height: int) -> list[Tile]:
+        side, (rows, cols), box = self._geometry(width, height)
         base = side * side
         n = len(layout.positions)
-        newline = getattr(self.model.model, "image_newline", None) is not None if hasattr(self.model, "model") else True
+        newline = self._newline()
+        whole = (0.0, 0.0, float(width), float(height))
+        if n == base + int(newline) and self.family == "llava_onevision":  # one of several images
+            return [Tile("image", (side, side), tuple(range(base)), whole)]
         expected = base + rows * (cols + int(newline))
         if expected != n:
             return self.guessed_tiles(layout, width, height, f"{n} image tokens, but base {side}x{side} + "
                                       f"{rows}x{cols} crops + newlines make {expected}")
         step = cols + int(newline)
         cells = tuple(base + r * step + c for r in range(rows) for c in range(cols))
-        return [Tile("overview", (side, side), tuple(range(base)), (0.0, 0.0, float(width), float(height))),
-                Tile("crop", (rows, cols), cells, box)]
+        return [Tile("overview", (side, side), tuple(range(base)), whole), Tile("crop", (rows, cols), cells, box)]
 
 
 class LlavaOnevisionAdapter(LlavaNextAdapter):
@@ -94,3 +118,17 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
     def _max_crops(self) -> int | None:
         aspect = str(getattr(self.model.config, "vision_aspect_ratio", "anyres_max_9"))
         return int(aspect.removeprefix("anyres_max_")) if aspect.startswith("anyres_max_") else None
+
+    def image_token_counts(self, inputs: dict[str, Any]) -> list[list[int]]:
+        """A prompt of several images (`batch_num_images`) shows each as its base image and one newline."""
+        per_prompt = inputs.get("batch_num_images")
+        if per_prompt is None or all(int(n) == 1 for n in per_prompt):
+            return super().image_token_counts(inputs)
+        sizes = inputs["image_sizes"].tolist()
+        vision = self.model.config.vision_config
+        side = int(vision.image_size) // int(vision.patch_size)
+        out, k = [], 0
+        for n in (int(v) for v in per_prompt):
+            out.append([self._full_count(*sizes[k]) if n == 1 else side * side + int(self._newline())] * n)
+            k += n
+        return out

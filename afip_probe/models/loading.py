@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from ..errors import AfipError, UnsupportedModelError
 from ..organism import checkpoint_dir
 from .base import SUPPORTED_FAMILIES, ModelAdapter, read_image_token_id, refuse_cross_attention
+from .compat import patch_llama4_output
 from .registry import adapter_for
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -72,6 +73,8 @@ def load(
     except ValueError as e:
         raise UnsupportedModelError(f"{name_or_path!r}: {str(e).splitlines()[0]}") from e
     refuse_cross_attention(config, repr(name_or_path))
+    if getattr(config, "model_type", "") == "llama4":
+        patch_llama4_output()  # transformers 5.24's Llama 4 forward cannot run without it (models/compat.py)
     if read_image_token_id(config) is None or getattr(config, "vision_config", None) is None:
         raise UnsupportedModelError(
             f"{name_or_path!r} ({getattr(config, 'model_type', '?')}) is not a vision-language model with image "

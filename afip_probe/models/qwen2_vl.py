@@ -5,22 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import AfipError
-from .base import ModelAdapter
+from .base import ModelAdapter, per_sample
 
 
 class Qwen2VLAdapter(ModelAdapter):
     family = "qwen2_vl"
     covers_whole_image = True  # smart resize of the whole image to multiples of patch x merge
 
-    def grids(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+    def image_grids(self, inputs: dict[str, Any]) -> list[list[tuple[int, int]]]:
+        """Each image's merged grid from its row of `image_grid_thw` (the batch's images in order)."""
         thw = inputs.get("image_grid_thw")
         if thw is None:
             raise AfipError("Qwen2-VL inputs carry no image_grid_thw: build them with the model's processor")
-        n_samples = int(inputs["input_ids"].shape[0])
-        if thw.shape[0] != n_samples:
-            raise AfipError(f"{thw.shape[0]} images for {n_samples} prompts: give exactly one image per prompt")
         merge = int(self.model.config.vision_config.spatial_merge_size)
-        return [(int(h) // merge, int(w) // merge) for _, h, w in thw.tolist()]
+        grids = [(int(t) * (int(h) // merge), int(w) // merge) for t, h, w in thw.tolist()]
+        owners = per_sample(inputs, self.image_token_id, [r * c for r, c in grids], "image_grid_thw rows")
+        return [[grids[k] for k in mine] for mine in owners]
 
 
 class Qwen25VLAdapter(Qwen2VLAdapter):

@@ -13,6 +13,8 @@ from typing import Any
 
 from .base import ModelAdapter
 from .grids import Mistral3Adapter, PaliGemmaAdapter
+from .lfm2_vl import Lfm2VlAdapter
+from .llama4 import Llama4Adapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
 from .qwen2_vl import Glm4vAdapter, Qwen25VLAdapter, Qwen2VLAdapter, Qwen3VLAdapter
@@ -36,6 +38,8 @@ ADAPTERS: dict[str, type[ModelAdapter]] = {
     "internvl": GotOcr2CropsAdapter,
     "aya_vision": AyaVisionAdapter,
     "mistral3": Mistral3Adapter,
+    "llama4": Llama4Adapter,
+    "lfm2_vl": Lfm2VlAdapter,
 }
 
 

@@ -8,8 +8,15 @@
   aspect ratio is closest to its own (`get_optimal_tiled_canvas`, between `min_patches` and
   `max_patches` tiles), cut into rows x cols equal crops, then a thumbnail of the whole image when there
   is more than one crop; each tile is the same number of consecutive image tokens.
-- Gemma 3 with pan-and-scan: the whole image first, then 2 or more crops along its long side
-  (`Gemma3ImageProcessor.pan_and_scan`), each `mm_tokens_per_image` tokens (a square).
+- Gemma 3 with pan-and-scan (saved in the processor or asked for at call time): the whole image first, then
+  2 or more crops along its long side (`Gemma3ImageProcessor.pan_and_scan`), each `mm_tokens_per_image`
+  tokens (a square) between <start_of_image> and <end_of_image>. The prompt says which blocks are crops of
+  which image (the processor writes "Here is the original image ... and here are some crops ..." around
+  them); the crop count fixes the crops' boxes (equal parts of the long side, rounded up).
+
+In a prompt with several images, each image's tokens are told apart by the text the processor writes
+around them (Idefics3: an image ends with its global image; InternVL's ``<img>``, Aya Vision's
+``<|START_OF_IMG|>``); the tiles of each image are then placed on that image.
 
 Crops are *crop* tiles placed on their boxes of the original image; the whole-image view is an
 *overview* tile (or the *image* tile when there are no crops).
@@ -26,7 +33,7 @@ import re
 from typing import Any, Sequence
 
 from ..records.layout import ImageLayout, Region, Tile, split_boxes
-from .base import TiledAdapter
+from .base import TiledAdapter, marker_counts, runs_of, token_id
 
 
 def _square(n: int) -> tuple[int, int] | None:
@@ -56,6 +63,20 @@ def crop_tiles(n: int, crops: Sequence[Region], *, overview_last: bool, width: i
 class Idefics3Adapter(TiledAdapter):
     family = "idefics3"
     ROW_COL = re.compile(r"<row_(\d+)_col_(\d+)>")
+
+    def image_token_counts(self, inputs: dict[str, Any]) -> list[list[int]]:
+        """An image's tokens end with its global image's run (the run after ``<global-img>``)."""
+        glob = token_id(self.processor, "global_image_tag", "<global-img>")
+        out = []
+        for row in inputs["input_ids"]:
+            counts, current = [], 0
+            for start, stop in runs_of(row == self.image_token_id):
+                current += stop - start
+                if glob is None or glob in row[max(start - 3, 0): start].tolist():
+                    counts.append(current)
+                    current = 0
+            out.append(counts + ([current] if current else []))
+        return out
 
     def tiles(self, layout: ImageLayout, prompt_ids: Sequence[int], width: int, height: int) -> list[Tile]:
         tokenizer = getattr(self.processor, "tokenizer", None)
@@ -95,6 +116,11 @@ class GotOcr2CropsAdapter(TiledAdapter):
 
     family = "internvl"
 
+    def image_token_counts(self, inputs: dict[str, Any]) -> list[list[int]]:
+        """Each image starts with InternVL's ``<img>`` (Aya Vision's ``<|START_OF_IMG|>``)."""
+        marker = token_id(self.processor, "start_image_token", "start_of_img_token", "<img>", "<|START_OF_IMG|>")
+        return marker_counts(inputs, self.image_token_id, marker)
+
     def crop_grid(self, width: int, height: int) -> tuple[int, int]:
         """(rows, cols) of the crops, from the image processor's settings and its own tiling function."""
         try:
@@ -122,48 +148,63 @@ class AyaVisionAdapter(GotOcr2CropsAdapter):
     family = "aya_vision"
 
 
+def pan_and_scan_boxes(width: int, height: int, crops: int) -> list[Region]:
+    """The boxes of `crops` pan-and-scan crops of a `width` x `height` image (`Gemma3ImageProcessor.pan_and_scan`:
+    along the long side, a landscape or square image across, a portrait one down; each ceil(side / crops)
+    pixels, the last cut at the edge).
+
+    >>> pan_and_scan_boxes(1000, 200, 2)
+    [(0.0, 0.0, 500.0, 200.0), (500.0, 0.0, 1000.0, 200.0)]
+    """
+    if crops < 2:
+        return []
+    across, down = (crops, 1) if width >= height else (1, crops)
+    cw, ch = int(math.ceil(width / across)), int(math.ceil(height / down))
+    return [(float(x), float(y), float(min(x + cw, width)), float(min(y + ch, height)))
+            for y in range(0, ch * down, ch) for x in range(0, cw * across, cw)]
+
+
 class Gemma3Adapter(TiledAdapter):
-    """Gemma 3: one square of `mm_tokens_per_image` soft tokens, or with pan-and-scan the image and its crops."""
+    """Gemma 3: one square of `mm_tokens_per_image` soft tokens per image, or with pan-and-scan the image and
+    its crops, each such a square."""
 
     family = "gemma3"
+    CROPS = "here are some crops"  # the processor's words before an image's crops
+    ORIGINAL = "here is the original image"  # ... and before the image itself
 
-    def pan_and_scan_settings(self) -> dict[str, Any]:
-        """The pan-and-scan settings the processor uses when a call does not override them: its own defaults
-        (`Gemma3Processor.images_kwargs`), else the image processor's."""
-        ip = getattr(self.processor, "image_processor", None)
-        settings = {k: v for k, v in (ip.to_dict() if ip is not None else {}).items() if v is not None}
-        settings.update({k: v for k, v in (getattr(self.processor, "images_kwargs", None) or {}).items()
-                         if v is not None})
-        return settings
+    def _text(self, ids: Sequence[int]) -> str:
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is None:
+            return ""
+        return str(tokenizer.decode(list(ids), skip_special_tokens=True)).replace("\u2581", " ").lower()
 
-    def pan_and_scan_boxes(self, width: int, height: int) -> list[Region]:
-        """The crops' boxes, from `Gemma3ImageProcessor.pan_and_scan`'s arithmetic (applied whatever the
-        `do_pan_and_scan` switch: `tiles` only asks when the token count shows crops)."""
-        config = self.pan_and_scan_settings()
-        min_crop = int(config.get("pan_and_scan_min_crop_size", 256))
-        max_crops = int(config.get("pan_and_scan_max_num_crops", 4))
-        ratio = float(config.get("pan_and_scan_min_ratio_to_activate", 1.2))
-        if width >= height:
-            if width / height < ratio:
-                return []
-            across, down = min(max_crops, max(2, min(int(math.floor(width / min_crop)),
-                                                     int(math.floor(width / height + 0.5))))), 1
-        else:
-            if height / width < ratio:
-                return []
-            across, down = 1, min(max_crops, max(2, min(int(math.floor(height / min_crop)),
-                                                        int(math.floor(height / width + 0.5)))))
-        cw, ch = int(math.ceil(width / across)), int(math.ceil(height / down))
-        if min(cw, ch) < min_crop:
-            return []
-        return [(float(x), float(y), float(min(x + cw, width)), float(min(y + ch, height)))
-                for y in range(0, ch * down, ch) for x in range(0, cw * across, cw)]
+    def image_token_counts(self, inputs: dict[str, Any]) -> list[list[int]]:
+        """Each block of image tokens is an image, unless the prompt's text makes it a crop of the image
+        before: the processor's "... and here are some crops ..." before the first crop, and the blank
+        ``" "`` joining it to the next ones."""
+        out = []
+        for row in inputs["input_ids"]:
+            ids = row.tolist()
+            counts: list[int] = []
+            in_crops, stop_before = False, 0
+            for start, stop in runs_of(row == self.image_token_id):
+                between = self._text(ids[stop_before:start])
+                joiner = in_crops and not between.strip() and " " in between and self.ORIGINAL not in between
+                if counts and (self.CROPS in between or joiner):
+                    counts[-1] += stop - start
+                    in_crops = True
+                else:
+                    counts.append(stop - start)
+                    in_crops = False
+                stop_before = stop
+            out.append(counts)
+        return out
 
     def tiles(self, layout: ImageLayout, prompt_ids: Sequence[int], width: int, height: int) -> list[Tile]:
         n = len(layout.positions)
         per = int(self.model.config.mm_tokens_per_image)
-        boxes = self.pan_and_scan_boxes(width, height) if n > per else []
-        expected = per * (1 + len(boxes)) if len(boxes) > 1 else per  # the image (and its crops), `per` each
-        tiles = crop_tiles(n, boxes, overview_last=False, width=width, height=height) if n == expected else []
+        crops = n // per - 1 if n % per == 0 else -1
+        tiles = crop_tiles(n, pan_and_scan_boxes(width, height, crops), overview_last=False, width=width,
+                           height=height) if crops == 0 or crops >= 2 else []
         return tiles or self.guessed_tiles(layout, width, height, f"{n} image tokens are not the image and its "
-                                           f"{len(boxes)} pan-and-scan crops of {per} tokens")
+                                           f"pan-and-scan crops of {per} tokens each")

@@ -102,7 +102,7 @@ def generate_jobs(
     todo = [j for j in jobs if j.key not in done]
     tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
     dev = next(loaded.model.parameters()).device
-    check_images({j.item.path for j in todo})
+    check_images({path for j in todo for path in j.item.all_paths})
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
     sink = claim_jsonl(out_path, ROW_KEYS).open("a") if out_path is not None else None
@@ -110,8 +110,8 @@ def generate_jobs(
         with intercept(loaded.model, modifiers, adapter=loaded.adapter) if modifiers else contextlib.nullcontext():
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
-                opened = {p: load_image(p) for p in {j.item.path for j in batch}}
-                imgs = [opened[j.item.path] for j in batch]
+                opened = {p: load_image(p) for j in batch for p in j.item.all_paths}
+                imgs = [[opened[p] for p in j.item.all_paths] for j in batch]  # a manifest line: several
                 inputs = loaded.adapter.build_inputs(imgs, [j.prompt for j in batch], device=dev)
                 width = inputs["input_ids"].shape[1]
                 torch.manual_seed(settings.seed + start // batch_size)
@@ -140,7 +140,7 @@ def caption_images(
 ) -> list[dict[str, Any]]:
     """Caption every image with `settings.prompt`; rows are ``{image_id, image, sample_id, prompt, caption}``
     (OPERA's CHAIR format). `kwargs` go to `generate_jobs`."""
-    jobs = [Job(it, settings.prompt) for it in as_items(images)]
+    jobs = [Job(it, it.prompt if it.prompt is not None else settings.prompt) for it in as_items(images)]
     return generate_jobs(settings, jobs, out, output_key="caption", desc=kwargs.pop("desc", "caption"), **kwargs)
 
 

@@ -25,7 +25,7 @@ from ..hooks import trace
 from ..images import ImageItem, collect_images, load_image
 from ..metrics.detect import Detector, trace_features
 from ..models import LoadedModel
-from ..records import SampleRow, token_rows
+from ..records import SampleImage, SampleRow, token_rows
 from ..store import StoreWriter
 from .settings import GenerationSettings, resolve_model
 
@@ -57,7 +57,8 @@ def _batches(items: list[ImageItem], size: int) -> Iterable[list[ImageItem]]:
 
 
 def as_items(images: Sequence[str | Path] | Sequence[ImageItem]) -> list[ImageItem]:
-    """Image items from folders / files / .txt lists, or the items themselves."""
+    """Samples from folders / files / .txt lists / .jsonl manifests (`afip_probe.images.collect_images`), or
+    the items themselves."""
     if images and isinstance(images[0], ImageItem):
         return list(images)  # type: ignore[arg-type]
     return collect_images(images)  # type: ignore[arg-type]
@@ -75,7 +76,8 @@ def trace_images(
     detector: Detector | None = None,
     progress: bool = True,
 ) -> TraceSummary:
-    """Generate for every image with the interceptor on and stream the records into a store.
+    """Generate for every sample (an image, or the images of a manifest line) with the interceptor on and
+    stream the records into a store.
 
     `loaded` is a model already in memory (else `settings.model` is loaded). Failed samples
     (unreadable images, errors during generation) are recorded with their error and the run goes on.
@@ -100,7 +102,7 @@ def trace_images(
     conds = list(conditions)
     if not conds or len({name for name, _ in conds}) != len(conds):
         raise AfipError(f"condition names must differ: {[name for name, _ in conds]}")
-    groups = [(name, mods, [ImageItem(f"{name}/{it.sample_id}", it.path, it.image_id) for it in items]
+    groups = [(name, mods, [it.renamed(f"{name}/{it.sample_id}") for it in items]
                if len(conds) > 1 else items) for name, mods in conds]
     StoreWriter.check(out, resume)  # before the model loads (a hub download can take minutes)
     loaded = resolve_model(settings, loaded)
@@ -154,9 +156,18 @@ class _Tracer:
         self.bar: Any = None
 
     def base_row(self, item: ImageItem, condition: str) -> SampleRow:
-        return SampleRow(sample_id=item.sample_id, image=str(item.path), prompt=self.settings.prompt,
+        return SampleRow(sample_id=item.sample_id, image=str(item.path), prompt=self.prompt(item),
                          model=self.loaded.name, image_id=item.image_id if item.image_id is not None else -1,
-                         condition=condition)
+                         condition=condition, image_ids=item.image_ids)
+
+    def prompt(self, item: ImageItem) -> str:
+        return item.prompt if item.prompt is not None else self.settings.prompt
+
+    def images(self, item: ImageItem, opened: Sequence[Any]) -> list[SampleImage]:
+        """Each image of a sample with its size and the box the adapter's grid covers."""
+        adapter = self.loaded.adapter
+        return [SampleImage(str(path), img.width, img.height, adapter.image_region(img.width, img.height), number)
+                for path, img, number in zip(item.all_paths, opened, item.image_ids)]
 
     def fail(self, item: ImageItem, condition: str, error: str) -> None:
         self.writer.write_failure(self.base_row(item, condition), error)
@@ -168,16 +179,17 @@ class _Tracer:
         with trace(loaded.model, loaded.processor, level=settings.level, modifiers=modifiers,
                    adapter=loaded.adapter, exact=settings.exact) as rec:
             for number, batch in enumerate(_batches(todo, settings.batch_size)):
-                ready: list[tuple[ImageItem, Any]] = []
+                ready: list[tuple[ImageItem, list[Any]]] = []
                 for item in batch:
                     try:
-                        ready.append((item, load_image(item.path)))
+                        ready.append((item, [load_image(path) for path in item.all_paths]))
                     except AfipError as e:
                         self.fail(item, condition, str(e))
                 if ready:
                     rec.traces.clear()
                     try:
-                        inputs = loaded.adapter.build_inputs([img for _, img in ready], settings.prompt,
+                        inputs = loaded.adapter.build_inputs([imgs for _, imgs in ready],
+                                                             [self.prompt(item) for item, _ in ready],
                                                              device=self.device)
                         torch.manual_seed(settings.seed + number)
                         loaded.model.generate(**inputs, **settings.generate_kwargs())
@@ -188,16 +200,16 @@ class _Tracer:
                             self.fail(item, condition, f"{type(e).__name__}: {e}")
                         self.bar.update(len(batch))
                         continue
-                    for (item, img), tr in zip(ready, rec.traces):
+                    for (item, imgs), tr in zip(ready, rec.traces):
                         text, tokens = token_rows(item.sample_id, tr, self.tokenizer)
                         if self.detector is not None:  # risk per token, from the statistics just recorded
                             features = trace_features(tr.arrays(), tokens, self.detector.features,
                                                       loaded.adapter.num_layers)
                             tokens["risk"] = self.detector.predict(features).to_numpy(np.float32)
-                        region = loaded.adapter.image_region(img.width, img.height)
-                        tiles = loaded.adapter.tiles(tr.layout, tr.prompt_ids, img.width, img.height)
-                        row = self.base_row(item, condition).with_trace(tr, text, (img.width, img.height), region,
-                                                                        tiles)
+                        images = self.images(item, imgs)
+                        tiles = loaded.adapter.sample_tiles(tr.layout, tr.prompt_ids,
+                                                            [(im.width, im.height) for im in images])
+                        row = self.base_row(item, condition).with_trace(tr, text, images, tiles)
                         self.writer.write_sample(row, tr, tokens)
                         summary.ok += 1
                         summary.tokens += tr.num_tokens

@@ -5,7 +5,8 @@ it (no CDN, no network). `Explorer(stores)` shows the same page inline in Jupyte
 samples with their CHAIR counts, shows each caption as tokens coloured by label (or shaded by a metric),
 and for the selected token (click, or ←/→) draws its attention over the image: the head mean over a
 layer range, placed tile by tile on the boxes the processor's grids cover (as `afip-probe heatmap`), with a colour
-scale, and one map per head for ``full`` stores. Line charts follow VAR, attention entropy and token
+scale, and one map per head for ``full`` stores; a sample that shows several images draws each image with
+the map of its own tiles. Line charts follow VAR, attention entropy and token
 entropy along the caption. Stores of several conditions (`afip-probe compare`) are shown side by side,
 their selection synchronised by step.
 
@@ -38,8 +39,12 @@ from .. import store as st
 from ..errors import AfipError
 from ..images import load_image
 from ..metrics.table import chair_for, token_table
+<<<<<<< HEAD
 from ..outputs import check_dir, claim_dir
 from ..records import array_name
+=======
+from ..records import array_name, sample_images
+>>>>>>> geometry
 from .heatmap import main_tiles
 from .store_maps import tiles_of
 
@@ -110,7 +115,12 @@ def _round(values: Any) -> list[float | None]:
 class _Sample:
     index: dict[str, Any]
     payload: dict[str, Any]
-    image: bytes
+    images: list[bytes]  # PNG of each image of the sample
+
+
+def _image_name(i: int, k: int) -> str:
+    """The file of image `k` of sample `i` in the explorer's images/ folder."""
+    return f"images/{i}.png" if k == 0 else f"images/{i}_{k}.png"
 
 
 def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> tuple[dict[str, Any], list[_Sample]]:
@@ -135,14 +145,20 @@ def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> 
             row = rows.loc[sid]
             arrays = store.arrays(sid)
             cond = prefix + (str(row.get("condition", "")) or ("" if not prefix else "store"))
-            image_key = str(sid).split("/", 1)[-1] if "/" in str(sid) else str(sid)
-            png, width, height = _image_data(str(row.image))
+            condition = str(row.get("condition", "") or "")  # ids are <condition>/<image> in compare stores
+            image_key = str(sid)[len(condition) + 1:] if condition and str(sid).startswith(condition + "/") else str(sid)
+            tiles = tiles_of(store, row)
+            pngs, shown_images = [], []
+            for k, im in enumerate(sample_images(row)):
+                png, width, height = _image_data(im.path)
+                pngs.append(png)
+                # each image's map: its tiles (the image, or its crops) on their boxes; overviews are not drawn
+                mine = [t for t in tiles if t.image == k]
+                shown_images.append({"width": width, "height": height, "tiles": [
+                    {"grid": list(t.grid), "cells": list(t.cells), "box": [round(float(v), 2) for v in t.box]}
+                    for t in main_tiles(mine)[0]]})
             payload: dict[str, Any] = {
-                "id": str(sid), "cond": cond, "width": width, "height": height,
-                "n": len(row.image_positions),
-                # the map's tiles (the image, or its crops) on their boxes; overviews are not drawn
-                "tiles": [{"grid": list(t.grid), "cells": list(t.cells), "box": [round(float(v), 2) for v in t.box]}
-                          for t in main_tiles(tiles_of(store, row))[0]],
+                "id": str(sid), "cond": cond, "n": len(row.image_positions), "images": shown_images,
                 "tokens": tok.token_text.tolist(), "labels": tok.label.astype(str).tolist(),
                 "objects": tok.object.astype(str).tolist(),
                 "metrics": {m: _round(tok[m]) for m in METRICS if m in tok},
@@ -160,7 +176,7 @@ def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> 
             index = {"id": str(sid), "cond": cond, "image": image_key, "tokens": len(tok),
                      "real": int(counts.get("real", 0)), "hall": int(counts.get("hallucinated", 0)),
                      "text": str(row.output_text)[:120]}
-            samples.append(_Sample(index, payload, png))
+            samples.append(_Sample(index, payload, pngs))
         layers = layers or int(store.settings.get("num_layers", 0))
     if not samples:
         raise AfipError("the stores hold no finished samples to explore")
@@ -190,10 +206,19 @@ def write_explorer(stores: Sequence[Any], out: str | Path, max_samples: int | No
     for name in ASSETS:
         (out / name).write_text(_asset(name))
     for i, s in enumerate(samples):
+<<<<<<< HEAD
         (out / "images" / f"{i}.png").write_bytes(s.image)
         payload = dict(s.payload, image=f"images/{i}.png")
         (out / "data" / f"s{i}.js").write_text(f"AFIP.register({i},{script_json(payload)});\n")
     (out / "data" / "index.js").write_text(f"window.AFIP_INDEX={script_json(meta)};\n")
+=======
+        for k, png in enumerate(s.images):
+            (out / _image_name(i, k)).write_bytes(png)
+        payload = dict(s.payload, images=[dict(info, image=_image_name(i, k))
+                                          for k, info in enumerate(s.payload["images"])])
+        (out / "data" / f"s{i}.js").write_text(f"AFIP.register({i},{json.dumps(payload, separators=(',', ':'))});\n")
+    (out / "data" / "index.js").write_text(f"window.AFIP_INDEX={json.dumps(meta, separators=(',', ':'))};\n")
+>>>>>>> geometry
     page = _asset("page.html").replace("{{TITLE}}", html.escape(meta["title"]))
     page = page.replace("{{HEAD}}", '<link rel="stylesheet" href="explorer.css">')
     page = page.replace("{{SCRIPTS}}", '<script src="data/index.js"></script>\n<script src="explorer.js"></script>')
@@ -206,8 +231,14 @@ def inline_page(stores: Sequence[Any], max_samples: int | None = 50, progress: b
     meta, samples = _collect(stores, max_samples, progress)
     data = [f"window.AFIP_INDEX={script_json(meta)};", _script_asset("explorer.js")]
     for i, s in enumerate(samples):
+<<<<<<< HEAD
         uri = "data:image/png;base64," + base64.b64encode(s.image).decode()
         data.append(f"AFIP.register({i},{script_json(dict(s.payload, image=uri))});")
+=======
+        images = [dict(info, image="data:image/png;base64," + base64.b64encode(png).decode())
+                  for info, png in zip(s.payload["images"], s.images)]
+        data.append(f"AFIP.register({i},{json.dumps(dict(s.payload, images=images), separators=(',', ':'))});")
+>>>>>>> geometry
     page = _asset("page.html").replace("{{TITLE}}", html.escape(meta["title"]))
     page = page.replace("{{HEAD}}", f"<style>{_asset('explorer.css')}</style>")
     return page.replace("{{SCRIPTS}}", "<script>\n" + "\n".join(data) + "\n</script>")

@@ -8,6 +8,9 @@ image); Qwen2-VL resizes the whole image to multiples of 28 (the merged-patch gr
 arithmetic; the tracer stores it per sample (``grid_region``), and the drawing functions map every
 image pixel to the patch that covers it. Image tokens are in row-major grid order in all of these.
 
+A prompt may show several images: each tile names its image (`Tile.image`), and the drawing functions
+given a list of images draw each with its own tiles' map, on one colour scale.
+
 Example:
     >>> import numpy as np
     >>> from PIL import Image
@@ -102,7 +105,8 @@ def draw_heatmap(image: Any, values: np.ndarray, grid: tuple[int, int], family: 
         fig, ax = plt.subplots(figsize=(4, 4 * image.height / max(image.width, 1)))
     fig = ax.figure
     if tiles:
-        heat = tiles_heat(values, main_tiles(tiles)[0], image.width, image.height)
+        shown = main_tiles(tiles)[0]  # the image or crop tiles; overviews when given alone
+        heat = tiles_heat(values, shown, image.width, image.height, kinds=tuple({t.kind for t in shown}))
     else:
         heat = pixel_heat(values, grid, _region(family, image, region), image.width, image.height)
     ax.imshow(np.asarray(image), extent=(0, image.width, image.height, 0))
@@ -119,24 +123,41 @@ def draw_heatmap(image: Any, values: np.ndarray, grid: tuple[int, int], family: 
     return fig
 
 
+def _of_image(tiles: Sequence[Tile], i: int) -> list[Tile]:
+    return [t for t in tiles if t.image == i]
+
+
+def _as_list(image: Any) -> list[Any]:
+    return list(image) if isinstance(image, (list, tuple)) else [image]
+
+
 def head_grid(image: Any, rows: np.ndarray, grid: tuple[int, int], family: str = "llava",
               region: Sequence[float] | None = None, title: str = "", cols: int | None = None,
               tiles: Sequence[Tile] | None = None) -> Any:
-    """One small heatmap per head: rows [H, n] post-softmax image attention; one colour scale."""
+    """One small heatmap per head: rows [H, n] post-softmax image attention; one colour scale. With a list of
+    images (a prompt of several), one row of heads per image, each drawn with its own tiles."""
     import matplotlib.pyplot as plt
 
     rows = np.asarray(rows, dtype=np.float32)
     heads = rows.shape[0]
-    cols = cols or int(np.ceil(np.sqrt(heads)))
-    nrows = int(np.ceil(heads / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.0 * cols, 2.0 * nrows), squeeze=False)
+    images = _as_list(image)
     vmax = float(max(rows.max(), 1e-12))
-    for h, ax in enumerate(axes.ravel()):
-        if h < heads:
-            draw_heatmap(image, rows[h], grid, family, ax=ax, title=f"head {h}", vmax=vmax, region=region,
-                         colorbar=False, tiles=tiles)
-        else:
-            ax.axis("off")
+    if len(images) > 1:
+        fig, axes = plt.subplots(len(images), heads, figsize=(2.0 * heads, 2.0 * len(images)), squeeze=False)
+        for i, im in enumerate(images):
+            for h in range(heads):
+                draw_heatmap(im, rows[h], grid, family, ax=axes[i, h], title=f"image {i}, head {h}", vmax=vmax,
+                             colorbar=False, tiles=main_tiles(_of_image(tiles or [], i))[0])
+    else:
+        cols = cols or int(np.ceil(np.sqrt(heads)))
+        nrows = int(np.ceil(heads / cols))
+        fig, axes = plt.subplots(nrows, cols, figsize=(2.0 * cols, 2.0 * nrows), squeeze=False)
+        for h, ax in enumerate(axes.ravel()):
+            if h < heads:
+                draw_heatmap(images[0], rows[h], grid, family, ax=ax, title=f"head {h}", vmax=vmax, region=region,
+                             colorbar=False, tiles=tiles)
+            else:
+                ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -146,13 +167,19 @@ def head_grid(image: Any, rows: np.ndarray, grid: tuple[int, int], family: str =
 def before_after(image: Any, before: np.ndarray, after: np.ndarray, grid: tuple[int, int], family: str = "llava",
                  titles: tuple[str, str] = ("before", "after"), suptitle: str = "",
                  region: Sequence[float] | None = None, tiles: Sequence[Tile] | None = None) -> Any:
-    """Two heatmaps side by side on one colour scale."""
+    """Two heatmaps side by side on one colour scale (with a list of images, one such row per image)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    images = _as_list(image)
+    fig, axes = plt.subplots(len(images), 2, figsize=(8, 4 * len(images)), squeeze=False)
     vmax = float(max(np.max(before), np.max(after), 1e-12))
-    draw_heatmap(image, before, grid, family, ax=axes[0], title=titles[0], vmax=vmax, region=region, tiles=tiles)
-    draw_heatmap(image, after, grid, family, ax=axes[1], title=titles[1], vmax=vmax, region=region, tiles=tiles)
+    for i, im in enumerate(images):
+        mine = _of_image(tiles, i) if tiles and len(images) > 1 else tiles
+        name = f"image {i}: " if len(images) > 1 else ""
+        draw_heatmap(im, before, grid, family, ax=axes[i, 0], title=name + titles[0], vmax=vmax, region=region,
+                     tiles=mine)
+        draw_heatmap(im, after, grid, family, ax=axes[i, 1], title=name + titles[1], vmax=vmax, region=region,
+                     tiles=mine)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
@@ -164,21 +191,42 @@ def draw_tiled(image: Any, values: np.ndarray, tiles: Sequence[Tile], title: str
     """The stitched map over `image` and, for tiled families, each overview tile's map beside it (LLaVA-NeXT's
     base image, Idefics3's global image, InternVL's thumbnail), all on one colour scale; returns the Figure.
 
+    `image` may be a list, the images of a prompt of several: one row per image, each with the map of its
+    own tiles (`Tile.image`).
+
     >>> from PIL import Image
     >>> t = [Tile("crop", (1, 1), (0,), (0, 0, 8, 8)), Tile("overview", (1, 1), (1,), (0, 0, 8, 8))]
     >>> len(draw_tiled(Image.new("RGB", (8, 8)), np.array([1.0, 2.0]), t).axes)
     3
+    >>> two = [Tile("image", (1, 1), (0,), (0, 0, 8, 8)), Tile("image", (1, 1), (1,), (0, 0, 4, 8), image=1)]
+    >>> fig = draw_tiled([Image.new("RGB", (8, 8)), Image.new("RGB", (4, 8))], np.array([1.0, 2.0]), two)
+    >>> [ax.get_title() for ax in fig.axes if ax.get_title()]
+    ['image 0', 'image 1']
     """
     import matplotlib.pyplot as plt
 
-    main, overview = main_tiles(tiles)
+    images = _as_list(image)
+    several = len(images) > 1
+    per_image = [main_tiles(_of_image(tiles, i) if several else tiles) for i in range(len(images))]
     values = np.asarray(values, dtype=np.float32)
-    panels = 1 + len(overview)
-    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4 * image.height / max(image.width, 1)), squeeze=False)
+    panels = 1 + max(len(overview) for _, overview in per_image)
+    aspect = max(im.height / max(im.width, 1) for im in images)
+    fig, axes = plt.subplots(len(images), panels, figsize=(4 * panels, 4 * aspect * len(images)), squeeze=False)
     vmax = float(max(np.nanmax(values) if values.size else 0.0, 1e-12))
-    draw_heatmap(image, values, (0, 0), ax=axes[0, 0], title=title or ("crops" if overview else ""), alpha=alpha,
-                 cmap=cmap, vmax=vmax, colorbar=not overview, tiles=main)
-    for ax, tile in zip(axes[0, 1:], overview):
-        draw_heatmap(image, values, (0, 0), ax=ax, title=f"overview ({tile.grid[0]}x{tile.grid[1]})", alpha=alpha,
-                     cmap=cmap, vmax=vmax, colorbar=ax is axes[0, -1], tiles=[tile])  # alone: drawn as the map
+    for i, (im, (main, overview)) in enumerate(zip(images, per_image)):
+        name = f"image {i}" if several else ""
+        head = title if i == 0 and title and not several else ""
+        label = head or name or ("crops" if overview else "")
+        if several and i == 0 and title:
+            fig.suptitle(title, fontsize=10)
+        last = i == len(images) - 1
+        draw_heatmap(im, values, (0, 0), ax=axes[i, 0], title=label + (" (crops)" if several and overview else ""),
+                     alpha=alpha, cmap=cmap, vmax=vmax, colorbar=panels == 1 and last, tiles=main)
+        for k, ax in enumerate(axes[i, 1:]):
+            if k >= len(overview):
+                ax.axis("off")
+                continue
+            tile = overview[k]
+            draw_heatmap(im, values, (0, 0), ax=ax, title=f"overview ({tile.grid[0]}x{tile.grid[1]})", alpha=alpha,
+                         cmap=cmap, vmax=vmax, colorbar=last and ax is axes[i, -1], tiles=[tile])  # alone: the map
     return fig

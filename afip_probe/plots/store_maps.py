@@ -5,7 +5,8 @@ from ``scores`` [T, L, H, n] and ``head/lse`` (level ``full``): A = exp(B − ls
 ``corrected/maps`` next to the raw ones (``source="corrected"``). Each patch grid is placed with the
 boxes the tracer stored per sample (``tiles``: the image, its crops and overview; ``grid_region`` in
 stores written before tiles), so crops and pads match the processor; tiled families get one map
-stitched from their crops and, beside it, the overview.
+stitched from their crops and, beside it, the overview. A sample that shows several images (a manifest
+line) draws each image with its own map (the tiles name their image), one row per image.
 
 Example:
     >>> from afip_probe.plots.store_maps import token_heatmap      # doctest: +SKIP
@@ -22,7 +23,7 @@ import pandas as pd
 
 from ..errors import AfipError
 from ..images import load_image
-from ..records import array_name
+from ..records import array_name, sample_images
 from ..records.layout import Tile, grid_region, read_tiles, single_tile
 from .heatmap import before_after, draw_tiled, head_grid
 
@@ -59,6 +60,12 @@ def open_image(path: str | Path) -> Any:
     if not p.exists():
         raise AfipError(f"the traced image is no longer at {p}; heatmaps need the original image file")
     return load_image(p)
+
+
+def open_images(row: pd.Series) -> Any:
+    """The traced image of a sample, or the list of its images when it shows several."""
+    images = [open_image(im.path) for im in sample_images(row)]
+    return images if len(images) > 1 else images[0]
 
 
 def find_step(store: Any, sample_id: str, step: int | None = None, word: str | None = None,
@@ -116,7 +123,7 @@ def token_heatmap(store: Any, sample_id: str, step: int | None = None, word: str
     idx = list(layers) if layers is not None else None
     where = f"layers {idx[0]}–{idx[-1]}" if idx else "all layers"
     title = f"{sample_id}, step {step} '{tok}', {where}{' (corrected)' if source == 'corrected' else ''}"
-    image = open_image(row.image)
+    image = open_images(row)
     tiles = tiles_of(store, row)
     if per_head:
         return head_grid(image, values, (0, 0), title=title, tiles=tiles)
@@ -131,5 +138,5 @@ def before_after_heatmap(store: Any, before_id: str, after_id: str, step: int = 
     row = sample_row(store, before_id)
     before = image_attention(store, before_id, step, layers)
     after = image_attention(store, after_id, step, layers, source="corrected")
-    return before_after(open_image(row.image), before, after, (0, 0), titles=titles, suptitle=suptitle,
+    return before_after(open_images(row), before, after, (0, 0), titles=titles, suptitle=suptitle,
                         tiles=tiles_of(store, row))

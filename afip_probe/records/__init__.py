@@ -15,11 +15,11 @@ Example:
     'var'
 """
 
-from .fields import DEFAULT_PROMPT, HEAD_FIELDS, LAYER_FIELDS, LEVELS, RecordConfig
+from .fields import DEFAULT_PROMPT, HEAD_FIELDS, LAYER_FIELDS, LEVELS, PER_IMAGE_FIELDS, RecordConfig
 from .layers import Layers
 from .layout import TILE_KINDS, ImageLayout, Region, Tile, grid_region, processor_region, read_tiles, tiles_json
 from .naming import ARRAY_KINDS, SOURCES, array_name, parse_array_name
-from .rows import SampleRow, token_rows
+from .rows import SampleImage, SampleRow, images_json, sample_images, token_rows
 from .trace import RowArrays, SampleTrace
 
 __all__ = [
@@ -28,21 +28,25 @@ __all__ = [
     "HEAD_FIELDS",
     "LAYER_FIELDS",
     "LEVELS",
+    "PER_IMAGE_FIELDS",
     "SOURCES",
     "ImageLayout",
     "Layers",
     "RecordConfig",
     "Region",
     "RowArrays",
+    "SampleImage",
     "SampleRow",
     "SampleTrace",
     "TILE_KINDS",
     "Tile",
     "array_name",
     "grid_region",
+    "images_json",
     "parse_array_name",
     "processor_region",
     "read_tiles",
+    "sample_images",
     "tiles_json",
     "token_rows",
 ]

@@ -50,6 +50,8 @@ HEAD_FIELDS = (
     "kl_to_mean",
 )
 LAYER_FIELDS = ("attn_entropy", "attn_entropy_renorm", "kl")
+#: split per image of a prompt that shows several (each [T, L, H, I]): var, Σ over that image's keys of A
+PER_IMAGE_FIELDS = ("var",)
 ARRAY_DTYPES = ("float16", "float32")
 
 

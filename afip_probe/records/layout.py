@@ -5,9 +5,15 @@ box from an image processor's config with the processor's own integer arithmetic
 processor resizes the shortest edge and centre-crops, `LlavaImageProcessor(do_pad=True)` pads to a
 centred square first, Qwen2-VL resizes the whole image). Image tokens are row-major on the grid.
 
+A prompt may hold several images: `ImageLayout.image_grids` then gives each image's grid, in prompt
+order, and each image's slots follow the previous image's (`image_slots`, `image_of_slots`).
+
 Example:
     >>> ImageLayout(positions=[5, 6, 7, 8], grid=(2, 2)).spans
     [(5, 9)]
+    >>> two = ImageLayout(positions=[2, 3, 4, 8, 9], grid=(1, 5), image_grids=((1, 3), (1, 2)))
+    >>> two.num_images, two.image_slots, two.image(1).positions
+    (2, [(0, 3), (3, 5)], [8, 9])
     >>> grid_region("llava", 640, 480)
     (80.0, 0.0, 560.0, 480.0)
 """
@@ -21,14 +27,53 @@ from typing import Any, Mapping, Sequence
 
 @dataclass(frozen=True)
 class ImageLayout:
-    """Where one sample's image tokens are and how they map onto the image.
+    """Where one sample's image tokens are and how they map onto its image(s).
 
     `positions` are indices into the sample's own (unpadded) prompt; `grid` is (rows, cols) of the
-    patch grid the image tokens form, row-major, so `positions[r * cols + c]` is patch (r, c).
+    patch grid the image tokens form, row-major, so `positions[r * cols + c]` is patch (r, c). A prompt
+    with several images lists each image's grid in `image_grids` (prompt order; one row of its tokens for
+    tiled families, whose geometry is in their tiles) and has `grid` (1, n), all its image tokens in one
+    row; `image_grids` is empty for one image (its grid is `grid`).
     """
 
     positions: list[int]
     grid: tuple[int, int]
+    image_grids: tuple[tuple[int, int], ...] = ()
+    #: per image, the patch grids of its tiles in token order when the model's inputs state them (LFM2-VL's
+    #: `spatial_shapes`); empty when they do not
+    tile_grids: tuple[tuple[tuple[int, int], ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.image_grids and sum(r * c for r, c in self.image_grids) != len(self.positions):
+            raise ValueError(f"the image grids {list(self.image_grids)} do not cover {len(self.positions)} positions")
+
+    @property
+    def num_images(self) -> int:
+        return max(len(self.image_grids), 1)
+
+    @property
+    def grids_of_images(self) -> list[tuple[int, int]]:
+        """The patch grid of each image, in prompt order."""
+        return list(self.image_grids) if self.image_grids else [self.grid]
+
+    @property
+    def image_slots(self) -> list[tuple[int, int]]:
+        """[start, stop) slots (indices into `positions`, and into a trace's maps) of each image."""
+        out, start = [], 0
+        for rows, cols in self.grids_of_images:
+            out.append((start, start + rows * cols))
+            start += rows * cols
+        return out
+
+    def image_of_slots(self) -> list[int]:
+        """The image number (0 for the first) of every slot."""
+        return [i for i, (start, stop) in enumerate(self.image_slots) for _ in range(start, stop)]
+
+    def image(self, i: int) -> "ImageLayout":
+        """The layout of image `i` alone (its positions and grid)."""
+        start, stop = self.image_slots[i]
+        return ImageLayout(positions=self.positions[start:stop], grid=self.grids_of_images[i],
+                           tile_grids=self.tile_grids[i: i + 1])
 
     @property
     def spans(self) -> list[tuple[int, int]]:
@@ -84,6 +129,16 @@ class Tile:
         return Tile(kind=str(d["kind"]), grid=(int(d["grid"][0]), int(d["grid"][1])),
                     cells=tuple(int(c) for c in d["cells"]), box=tuple(float(v) for v in d["box"]),  # type: ignore[arg-type]
                     image=int(d.get("image", 0)))
+
+
+def on_image(tiles: Sequence[Tile], image: int, first_slot: int) -> list[Tile]:
+    """Tiles of one image of a prompt (cells numbered within that image) as tiles of the whole prompt: cells
+    shifted by the image's `first_slot`, `image` set.
+
+    >>> on_image([Tile("image", (1, 2), (0, 1), (0.0, 0.0, 8.0, 4.0))], 1, 6)[0].cells
+    (6, 7)
+    """
+    return [Tile(t.kind, t.grid, tuple(c + first_slot for c in t.cells), t.box, image) for t in tiles]
 
 
 def tiles_json(tiles: Sequence[Tile]) -> str:

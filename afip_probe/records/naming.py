@@ -2,10 +2,12 @@
 
     head/<field>            [T, L, H]     per-head statistics (`HEAD_FIELDS`)
     layer/<field>           [T, L]        per-layer statistics (`LAYER_FIELDS`)
+    per_image/var           [T, L, H, I]  VAR of each of a prompt's I images (prompts of several images only;
+                                          the I values add up to head/var)
     maps                    [T, L, n]     head-mean post-softmax image attention (levels maps, full)
     scores                  [T, L, H, n]  per-head pre-softmax image scores (level full)
     token_entropy, logprob  [T]           Eq. 4 and the chosen token's log-probability (raw logits)
-    corrected/<any of head, layer, maps>  the same rows after a corrector changed them
+    corrected/<any of head, layer, maps, per_image>  the same rows after a corrector changed them
 
 Every reader and writer goes through `array_name`; no other module spells these strings.
 
@@ -16,24 +18,27 @@ Example:
     'corrected/head/var'
     >>> parse_array_name("corrected/head/var")
     ('head', 'var', 'corrected')
+    >>> array_name("per_image", "var")
+    'per_image/var'
 """
 
 from __future__ import annotations
 
 from ..errors import AfipError
-from .fields import HEAD_FIELDS, LAYER_FIELDS
+from .fields import HEAD_FIELDS, LAYER_FIELDS, PER_IMAGE_FIELDS
 
 #: kind -> the fields it has (None: the kind is one array)
 ARRAY_KINDS: dict[str, tuple[str, ...] | None] = {
     "head": HEAD_FIELDS,
     "layer": LAYER_FIELDS,
+    "per_image": PER_IMAGE_FIELDS,
     "maps": None,
     "scores": None,
     "token_entropy": None,
     "logprob": None,
 }
 SOURCES = ("raw", "corrected")
-_CORRECTED_KINDS = ("head", "layer", "maps")
+_CORRECTED_KINDS = ("head", "layer", "maps", "per_image")
 
 
 def array_name(kind: str, field: str | None = None, source: str = "raw") -> str:

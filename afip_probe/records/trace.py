@@ -29,6 +29,7 @@ class RowArrays:
     head: dict[str, np.ndarray]  # field -> [T, L, H]
     layer: dict[str, np.ndarray]  # field -> [T, L]
     maps: np.ndarray | None = None  # [T, L, n]
+    image_var: np.ndarray | None = None  # [T, L, H, I] VAR of each image (prompts of several images)
 
 
 @dataclass
@@ -45,6 +46,9 @@ class SampleTrace:
     maps: np.ndarray | None = None  # [T, L, n] head-averaged post-softmax image attention
     scores: np.ndarray | None = None  # [T, L, H, n] per-head pre-softmax image scores
     corrected: RowArrays | None = None  # the same statistics after a corrector, when one was on
+    #: [T, L, H, I] VAR of each of the prompt's I images (Σ of A over that image's keys; they add up to
+    #: ``head["var"]``); None when the prompt shows one image
+    image_var: np.ndarray | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -60,6 +64,8 @@ class SampleTrace:
             out.update({array_name("layer", f, source): v for f, v in rows.layer.items()})
             if rows.maps is not None:
                 out[array_name("maps", source=source)] = rows.maps
+            if rows.image_var is not None:
+                out[array_name("per_image", "var", source)] = rows.image_var
         out[array_name("token_entropy")] = self.token_entropy
         out[array_name("logprob")] = self.logprob
         if self.scores is not None:

@@ -75,6 +75,7 @@ const AFIP = (function () {
     return out;
   }
 
+  // one image of a sample (its size and tiles: p.images[k]) with the map of its own tiles
   function draw(canvas, img, p, values, vmax, width) {
     const scale = width / p.width;
     canvas.width = width;
@@ -154,7 +155,9 @@ const AFIP = (function () {
     const mapNote = p.maps ? "" : '<p class="note">no maps recorded: trace with --record maps (or full)</p>';
     panel.innerHTML = "<h2>" + (p.cond ? escapeHtml(p.cond) + " · " : "") + escapeHtml(p.id) + "</h2>" +
       '<div class="caption"></div><div class="figure"><div class="heatmap"' + (primary ? ' id="heatmap"' : "") +
-      '><canvas></canvas></div><div class="colorbar"></div></div>' + mapNote +
+      ">" + p.images.map((im, k) => '<figure class="image" data-image="' + k + '"><canvas></canvas>' +
+        (p.images.length > 1 ? "<figcaption>image " + k + "</figcaption>" : "") + "</figure>").join("") +
+      '</div><div class="colorbar"></div></div>' + mapNote +
       '<div class="heads"></div><div class="charts"></div>';
     const cap = panel.querySelector(".caption");
     p.tokens.forEach((text, i) => {
@@ -168,9 +171,12 @@ const AFIP = (function () {
       s.addEventListener("click", () => select(i));
       cap.appendChild(s);
     });
-    const img = new Image();
-    img.onload = () => { p._img = img; update(); };
-    img.src = p.image;
+    let loaded = 0;
+    p.images.forEach((info) => {
+      const img = new Image();
+      img.onload = () => { info._img = img; if (++loaded === p.images.length) { p._ready = true; update(); } };
+      img.src = info.image;
+    });
     shade(p, panel);
   }
 
@@ -191,23 +197,26 @@ const AFIP = (function () {
       hm.dataset.sample = p.id;
       hm.dataset.step = step;
       hm.dataset.values = maps[k] ? JSON.stringify(Array.from(maps[k], (v) => +v.toPrecision(6))) : "";
-      if (p._img) {
-        draw(hm.querySelector("canvas"), p._img, p, maps[k], vmax, DISPLAY);
-        hm.dataset.drawn = performance.now().toFixed(1); // when the image and its map were last painted
+      const width = p.images.length > 1 ? DISPLAY / 2 : DISPLAY;
+      if (p._ready) {
+        hm.querySelectorAll("canvas").forEach((c, j) => draw(c, p.images[j]._img, p.images[j], maps[k], vmax, width));
+        hm.dataset.drawn = performance.now().toFixed(1); // when the images and their maps were last painted
       }
       colorbar(panel.querySelector(".colorbar"), vmax);
       const heads = panel.querySelector(".heads");
       heads.innerHTML = "";
-      if (p.heads && p._img) {
+      if (p.heads && p._ready) {
         for (let h = 0; h < index.heads; h++) {
           const m = imageMap(p, step, h);
-          const fig = document.createElement("figure");
-          const c = document.createElement("canvas");
-          draw(c, p._img, p, m, Math.max(...m), 96);
-          const cap = document.createElement("figcaption");
-          cap.textContent = "head " + h;
-          fig.append(c, cap);
-          heads.appendChild(fig);
+          p.images.forEach((info, j) => {
+            const fig = document.createElement("figure");
+            const c = document.createElement("canvas");
+            draw(c, info._img, info, m, Math.max(...m), 96);
+            const cap = document.createElement("figcaption");
+            cap.textContent = "head " + h + (p.images.length > 1 ? ", image " + j : "");
+            fig.append(c, cap);
+            heads.appendChild(fig);
+          });
         }
       }
       panel.querySelector(".charts").innerHTML = ["var_all", "attn_entropy_all", "token_entropy"]
