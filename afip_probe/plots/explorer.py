@@ -39,12 +39,8 @@ from .. import store as st
 from ..errors import AfipError
 from ..images import load_image
 from ..metrics.table import chair_for, token_table
-<<<<<<< HEAD
 from ..outputs import check_dir, claim_dir
-from ..records import array_name
-=======
 from ..records import array_name, sample_images
->>>>>>> geometry
 from .heatmap import main_tiles
 from .store_maps import tiles_of
 
@@ -206,19 +202,12 @@ def write_explorer(stores: Sequence[Any], out: str | Path, max_samples: int | No
     for name in ASSETS:
         (out / name).write_text(_asset(name))
     for i, s in enumerate(samples):
-<<<<<<< HEAD
-        (out / "images" / f"{i}.png").write_bytes(s.image)
-        payload = dict(s.payload, image=f"images/{i}.png")
-        (out / "data" / f"s{i}.js").write_text(f"AFIP.register({i},{script_json(payload)});\n")
-    (out / "data" / "index.js").write_text(f"window.AFIP_INDEX={script_json(meta)};\n")
-=======
         for k, png in enumerate(s.images):
             (out / _image_name(i, k)).write_bytes(png)
         payload = dict(s.payload, images=[dict(info, image=_image_name(i, k))
                                           for k, info in enumerate(s.payload["images"])])
-        (out / "data" / f"s{i}.js").write_text(f"AFIP.register({i},{json.dumps(payload, separators=(',', ':'))});\n")
-    (out / "data" / "index.js").write_text(f"window.AFIP_INDEX={json.dumps(meta, separators=(',', ':'))};\n")
->>>>>>> geometry
+        (out / "data" / f"s{i}.js").write_text(f"AFIP.register({i},{script_json(payload)});\n")
+    (out / "data" / "index.js").write_text(f"window.AFIP_INDEX={script_json(meta)};\n")
     page = _asset("page.html").replace("{{TITLE}}", html.escape(meta["title"]))
     page = page.replace("{{HEAD}}", '<link rel="stylesheet" href="explorer.css">')
     page = page.replace("{{SCRIPTS}}", '<script src="data/index.js"></script>\n<script src="explorer.js"></script>')
@@ -231,14 +220,9 @@ def inline_page(stores: Sequence[Any], max_samples: int | None = 50, progress: b
     meta, samples = _collect(stores, max_samples, progress)
     data = [f"window.AFIP_INDEX={script_json(meta)};", _script_asset("explorer.js")]
     for i, s in enumerate(samples):
-<<<<<<< HEAD
-        uri = "data:image/png;base64," + base64.b64encode(s.image).decode()
-        data.append(f"AFIP.register({i},{script_json(dict(s.payload, image=uri))});")
-=======
         images = [dict(info, image="data:image/png;base64," + base64.b64encode(png).decode())
                   for info, png in zip(s.payload["images"], s.images)]
-        data.append(f"AFIP.register({i},{json.dumps(dict(s.payload, images=images), separators=(',', ':'))});")
->>>>>>> geometry
+        data.append(f"AFIP.register({i},{script_json(dict(s.payload, images=images))});")
     page = _asset("page.html").replace("{{TITLE}}", html.escape(meta["title"]))
     page = page.replace("{{HEAD}}", f"<style>{_asset('explorer.css')}</style>")
     return page.replace("{{SCRIPTS}}", "<script>\n" + "\n".join(data) + "\n</script>")
