@@ -1,4 +1,4 @@
-"""Analysis speed (DESIGN §10): token table + all Findings figures of a 500-caption x 512-token store.
+"""Analysis speed (docs/design.md §10): token table + all Findings figures of a 500-caption x 512-token store.
 
 Synthesises a `stats` store of the requested shape with the real writer (default LLaVA-1.5-7B:
 32 layers, 32 heads, 576 image tokens). Captions are made of real words, object words among them,

@@ -1,4 +1,4 @@
-"""Peak memory of a traced run does not grow with the number of samples (DESIGN §10): the store streams.
+"""Peak memory of a traced run does not grow with the number of samples (docs/design.md §10): the store streams.
 
 Runs `trace_images` on the bundled organism over N held-out scenes in a fresh subprocess per N
 (peak RSS is a per-process high-water mark) and compares the peaks, with the same batch size and

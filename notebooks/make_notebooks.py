@@ -45,7 +45,7 @@ df.groupby("label", observed=True).size()'''
 NOTEBOOKS = {
     "01_finding1_spatial_inconsistency.ipynb": [
         new_markdown_cell("# Finding 1: spatial inconsistency across heads\n\n"
-                          "The bundled model organism (a small trained LLaVA, DESIGN §9) describes its held-out "
+                          "The bundled model organism (a small trained LLaVA, docs/design.md §9) describes its held-out "
                           "scenes while afip-probe records every layer and head; CHAIR labels each object token as "
                           "real or hallucinated. The paper's Finding 1: hallucinated tokens spread their attention "
                           "over the image (higher attention entropy, Eq. 1), and heads disagree (cross-head KL, "

@@ -1,4 +1,4 @@
-"""The AFIP corrector against a slow reference written straight from DESIGN §7 (Eqs. 5–12).
+"""The AFIP corrector against a slow reference written straight from docs/design.md §7 (Eqs. 5–12).
 
 The reference below loops over samples, heads, image keys and history steps with Python floats. It is
 checked on random rows (a simulated generation with growing key length, left padding, ragged image

@@ -1,4 +1,4 @@
-"""Metrics (DESIGN §5) against slow loop-by-loop versions written here from the paper's equations:
+"""Metrics (docs/design.md §5) against slow loop-by-loop versions written here from the paper's equations:
 on random rows, and on a store the organism recorded, against eager `output_attentions`."""
 
 from __future__ import annotations

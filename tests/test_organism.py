@@ -1,4 +1,4 @@
-"""The model organism: scene generator, training script, bundled checkpoint (DESIGN §9)."""
+"""The model organism: scene generator, training script, bundled checkpoint (docs/design.md §9)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The fast code slices the image block when it can, reduces text keys part by part and never forms a
 probability row; the reference below does none of that: per sample, layer and head it softmaxes
-the masked row in float64 and applies the definitions of DESIGN §5 key by key. The layouts cover
+the masked row in float64 and applies the definitions of docs/design.md §5 key by key. The layouts cover
 both code paths and their edges.
 """
 

@@ -15,7 +15,8 @@ from .flags import add_generation_flags, generation_settings
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("organism", help="the bundled model organism: draw scenes, evaluate, retrain",
-                       description="The model organism (DESIGN §9): a small trained LLaVA on synthetic COCO scenes.")
+                       description="The model organism (docs/design.md §9): a small trained LLaVA on synthetic "
+                       "COCO scenes.")
     osub = p.add_subparsers(dest="organism_command", metavar="ACTION", required=True)
 
     s = osub.add_parser("scenes", help="draw a split of scenes as a COCO-format dataset")

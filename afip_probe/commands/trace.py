@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "trace",
         help="record per-layer, per-head attention over image tokens during generation",
         description="Generate a reply for every image and record last-row attention of every decoder layer "
-        "and head into a trace store (DESIGN §3, §8).",
+        "and head into a trace store (docs/design.md §3, §8).",
     )
     p.add_argument("--images", required=True, nargs="+", help="image folder(s), image file(s) or .txt list(s) of paths")
     p.add_argument("--out", required=True, help="trace store folder to create (or to finish with --resume)")

@@ -1,4 +1,4 @@
-"""Attention correctors (DESIGN §7): AFIP and the PAI/HGAI baselines, as interceptor score modifiers.
+"""Attention correctors (docs/design.md §7): AFIP and the PAI/HGAI baselines, as interceptor score modifiers.
 
 `correct(model, *correctors)` (also ``afip_probe.correct``) switches the correctors on until the
 returned `Intervention` is closed or its ``with`` block ends; nested in (or around)

@@ -1,4 +1,4 @@
-"""The AFIP attention corrector (DESIGN §7, Eqs. 5–12) as a score modifier for the interceptor.
+"""The AFIP attention corrector (docs/design.md §7, Eqs. 5–12) as a score modifier for the interceptor.
 
 At every generation step, for layers l in `layers` and the image keys I of the last query row:
 

@@ -1,4 +1,4 @@
-"""Attention interceptor and recorder (DESIGN §3). Knows nothing of CHAIR or metrics."""
+"""Attention interceptor and recorder (docs/design.md §3). Knows nothing of CHAIR or metrics."""
 
 from .interceptor import (Intervention, RowContext, ScoreModifier, intercept, is_intercepted, last_row_allowed,
                           last_row_scores, trace)

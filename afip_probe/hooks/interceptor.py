@@ -1,4 +1,4 @@
-"""The attention interceptor: the model's own attention function, observed (DESIGN §3).
+"""The attention interceptor: the model's own attention function, observed (docs/design.md §3).
 
 `trace(model)` leaves the model's attention implementation as it was loaded (eager, sdpa, flex_attention,
 flash_attention_2/3, or any function registered with transformers' `AttentionInterface`) and every mask it
@@ -54,7 +54,7 @@ from .rowstats import ImageIndex, KeyView, RunMasks, allowed_keys, apply_row_mas
 
 
 class ScoreModifier(Protocol):
-    """Changes a layer's last-row pre-softmax scores (e.g. the AFIP corrector, DESIGN §7)."""
+    """Changes a layer's last-row pre-softmax scores (e.g. the AFIP corrector, docs/design.md §7)."""
 
     def modify(self, layer: int, scores: torch.Tensor, context: "RowContext") -> torch.Tensor | None:
         """Return modified scores [B, H, kv] for decoder layer `layer`, or None to leave the row alone.

@@ -2,7 +2,7 @@
 
 Given the last query row of one layer's pre-softmax scores for a batch (all heads; any number of
 layers stacked in front), the key positions that are image tokens and the keys the mask allows,
-`row_stats` returns the per-head and per-layer scalars of DESIGN §3/§5 without keeping any a_t x a_t
+`row_stats` returns the per-head and per-layer scalars of docs/design.md §3/§5 without keeping any a_t x a_t
 matrix. It is written for speed (it runs once per generated token): the image keys are a slice
 when they form one block, the text keys are reduced part by part, and no probability row over all
 keys is ever formed — every statistic comes from a log-sum-exp per part and three reductions of

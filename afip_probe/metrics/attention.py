@@ -1,4 +1,4 @@
-"""The AFIP paper's attention metrics (DESIGN §5, Eqs. 1–4 and the gating signals) on plain arrays.
+"""The AFIP paper's attention metrics (docs/design.md §5, Eqs. 1–4 and the gating signals) on plain arrays.
 
 Every function takes the last-query attention row(s) of one generated token and works on any leading
 batch shape, so one call covers ``[T, L, H, n]`` as well as a single ``[H, n]`` row. Notation:

@@ -1,4 +1,4 @@
-"""CHAIR (Rohrbach et al. 2018), exactly as the reference code used by OPERA / HGAI / AFIP (DESIGN §6).
+"""CHAIR (Rohrbach et al. 2018), exactly as the reference code used by OPERA / HGAI / AFIP (docs/design.md §6).
 
 The algorithm: lower-case, NLTK `word_tokenize` and `pos_tag`, WordNet lemmatiser with the tag's
 POS (noun by default), merge of two-word phrases (COCO double words, ``baby/adult <animal>``,

@@ -2,7 +2,7 @@
 
 Each CHAIR mention is a character span of the output text; the generated token covering its first
 character gets the label ``real`` or ``hallucinated`` (and the object's node word), every other
-token ``none`` (DESIGN §6). Character spans come from the tokenizer's own decoding, so this works
+token ``none`` (docs/design.md §6). Character spans come from the tokenizer's own decoding, so this works
 for any tokenizer.
 
 Example:

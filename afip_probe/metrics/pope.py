@@ -1,4 +1,4 @@
-"""POPE (Li et al. 2023): question building for COCO-format data, answer parsing, metrics (DESIGN §6).
+"""POPE (Li et al. 2023): question building for COCO-format data, answer parsing, metrics (docs/design.md §6).
 
 Example:
     >>> parse_answer("No, there is no dog.")

@@ -1,4 +1,4 @@
-"""Statistics for the Findings (DESIGN §5): group tests, correlations, bootstrap CIs, quantile groups, ROC.
+"""Statistics for the Findings (docs/design.md §5): group tests, correlations, bootstrap CIs, quantile groups, ROC.
 
 Thin, typed wrappers over scipy.stats and sklearn.metrics so every figure and report states the same
 numbers the same way.

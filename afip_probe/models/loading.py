@@ -59,7 +59,7 @@ def load(
     `name_or_path` is a hub id (e.g. ``llava-hf/llava-1.5-7b-hf``), a local directory written by
     ``save_pretrained``, or ``organism`` for the bundled model organism.
     """
-    if name_or_path == "organism":  # the bundled checkpoint (DESIGN §9)
+    if name_or_path == "organism":  # the bundled checkpoint (docs/design.md §9)
         name_or_path = str(checkpoint_dir())
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)

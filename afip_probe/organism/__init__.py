@@ -1,4 +1,4 @@
-"""The model organism (DESIGN §9): a small trained LLaVA that hallucinates for the reasons real ones do.
+"""The model organism (docs/design.md §9): a small trained LLaVA that hallucinates for the reasons real ones do.
 
 - `catalog`: the categories, scene types, co-occurrence priors and the sampling of a scene's contents;
 - `drawing`: each scene drawn as an image;

@@ -1,5 +1,5 @@
 """The organism's world: the 31 COCO categories it draws, the four scene types with their priors and
-companion rules, and the sampling of what one scene holds and where (DESIGN §9).
+companion rules, and the sampling of what one scene holds and where (docs/design.md §9).
 
 Everything is a pure function of a random generator seeded by ``(seed, split, index)``.
 

@@ -8,7 +8,7 @@ decoding) into ``OUT/store``, then writes into ``OUT``:
   bootstrap CIs and the Wilcoxon signed-rank p-value;
 - ``figures/attention_before_after.png``: head-averaged image attention of one token, before/after;
 - ``figures/var_vs_position.png``: VAR over token position per condition (AFIP with and without its
-  history term, DESIGN Appendix D.1);
+  history term, the AFIP paper's Appendix D.1);
 - ``report.md`` with the tables.
 
 Example:

@@ -1,4 +1,4 @@
-"""Record levels and the names of the recorded statistics (DESIGN §3, §5).
+"""Record levels and the names of the recorded statistics (docs/design.md §3, §5).
 
 Per head, stacked in `HEAD_FIELDS` order (each [T, L, H] in a store):
     var              Σ_{i∈I} A_i                           (Eq. 2, VAR)
@@ -57,7 +57,7 @@ ARRAY_DTYPES = ("float16", "float32")
 
 @dataclass(frozen=True)
 class RecordConfig:
-    """What to keep per generated token (DESIGN §3).
+    """What to keep per generated token (docs/design.md §3).
 
     level: ``stats`` (per-head scalars), ``maps`` (+ head-averaged image attention per layer) or
     ``full`` (+ per-head pre-softmax image rows). Arrays of the larger levels are kept in

@@ -1,4 +1,4 @@
-"""The one function that names every array a trace store holds (DESIGN §8).
+"""The one function that names every array a trace store holds (docs/design.md §8).
 
     head/<field>            [T, L, H]     per-head statistics (`HEAD_FIELDS`)
     layer/<field>           [T, L]        per-layer statistics (`LAYER_FIELDS`)

@@ -76,7 +76,7 @@ def sample_images(row: Any) -> list[SampleImage]:
 
 @dataclass
 class SampleRow:
-    """One row of the samples table (DESIGN §8): what was asked, what came out, where the image was."""
+    """One row of the samples table (docs/design.md §8): what was asked, what came out, where the image was."""
 
     sample_id: str
     image: str

@@ -1,4 +1,4 @@
-"""The trace store (DESIGN §8): Parquet tables + per-sample safetensors + manifest.
+"""The trace store (docs/design.md §8): Parquet tables + per-sample safetensors + manifest.
 
 Example:
     >>> import afip_probe.store as st

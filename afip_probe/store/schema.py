@@ -1,4 +1,4 @@
-"""On-disk layout of a trace store (DESIGN §8) and its manifest.
+"""On-disk layout of a trace store (docs/design.md §8) and its manifest.
 
     STORE/manifest.json                 schema version, settings, afip-probe version
     STORE/samples/<sample_id>.parquet   one row: ids, image, prompt, output, spans, grid, status
