@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import AfipError
+from .errors import AfipError, option
 
 MARKER = ".afip-probe.json"
 RESUMABLE = ("compare", "organism-scenes")  # kinds whose earlier output a run may continue
@@ -44,10 +44,10 @@ def output_kind(path: Path) -> str | None:
 
 
 def check_dir(path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False,
-              flag: str = "--out") -> Path:
+              name: str = "out") -> Path:
     """Refuse `path` now if `claim_dir` would refuse it, writing nothing: commands check their outputs first,
     then their inputs, and claim the output only when they are about to write into it."""
-    root = Path(path)
+    root, flag = Path(path), option(name)
     if root.exists() and not root.is_dir():
         raise AfipError(f"{flag} {root} is a file; give a new folder")
     if root.is_dir() and any(root.iterdir()):
@@ -57,17 +57,18 @@ def check_dir(path: str | Path, kind: str, *, overwrite: bool = False, resume: b
                 f"not an afip-probe {kind} output"
             raise AfipError(f"{flag} {root} is not empty and is {what}; give a new folder {KEEP}")
         if not overwrite and not resume:
-            raise AfipError(f"{flag} {root} holds an earlier {kind} output; pass --overwrite to replace it"
-                            f"{', or --resume to continue it' if kind in RESUMABLE else ''}, or give a new folder")
+            again = f", or {option('resume')} to continue it" if kind in RESUMABLE else ""
+            raise AfipError(f"{flag} {root} holds an earlier {kind} output; pass {option('overwrite')} to replace it"
+                            f"{again}, or give a new folder")
     return root
 
 
 def claim_dir(path: str | Path, kind: str, *, writes: Sequence[str] = (), overwrite: bool = False,
-              resume: bool = False, flag: str = "--out") -> Path:
+              resume: bool = False, name: str = "out") -> Path:
     """Make `path` ready to receive a `kind` output whose top-level entries are `writes`; see the module doc.
 
     With `overwrite`, the entries an earlier output of this kind wrote are removed first."""
-    root = check_dir(path, kind, overwrite=overwrite, resume=resume, flag=flag)
+    root = check_dir(path, kind, overwrite=overwrite, resume=resume, name=name)
     if overwrite and output_kind(root) == kind:
         remove_entries(root, json.loads((root / MARKER).read_text()).get("written", []))
     root.mkdir(parents=True, exist_ok=True)
@@ -95,27 +96,27 @@ def remove_entries(root: Path, names: Iterable[str]) -> None:
             entry.unlink()
 
 
-def check_file(path: str | Path, *, overwrite: bool = False, flag: str = "--out") -> Path:
+def check_file(path: str | Path, *, overwrite: bool = False, name: str = "out") -> Path:
     """Refuse `path` now if `claim_file` would refuse it, writing nothing (see `check_dir`)."""
-    p = Path(path)
+    p, flag = Path(path), option(name)
     if p.is_dir():
         raise AfipError(f"{flag} {p} is a folder; give a file name")
     if p.exists() and not overwrite:
-        raise AfipError(f"{flag} {p} exists; pass --overwrite to replace it, or give a new file name")
+        raise AfipError(f"{flag} {p} exists; pass {option('overwrite')} to replace it, or give a new file name")
     return p
 
 
-def claim_file(path: str | Path, *, overwrite: bool = False, flag: str = "--out") -> Path:
+def claim_file(path: str | Path, *, overwrite: bool = False, name: str = "out") -> Path:
     """`path` for a new output file: refused when it exists, unless `overwrite` (the user named it); its
     folder is created."""
-    p = check_file(path, overwrite=overwrite, flag=flag)
+    p = check_file(path, overwrite=overwrite, name=name)
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
 
 
-def check_jsonl(path: str | Path, keys: Sequence[str], *, flag: str = "--out") -> Path:
+def check_jsonl(path: str | Path, keys: Sequence[str], *, name: str = "out") -> Path:
     """Refuse `path` now if `claim_jsonl` would refuse it, writing nothing (see `check_dir`)."""
-    p = Path(path)
+    p, flag = Path(path), option(name)
     if p.is_dir():
         raise AfipError(f"{flag} {p} is a folder; give a .jsonl file name")
     if p.exists() and p.stat().st_size:
@@ -132,9 +133,9 @@ def check_jsonl(path: str | Path, keys: Sequence[str], *, flag: str = "--out") -
     return p
 
 
-def claim_jsonl(path: str | Path, keys: Sequence[str], *, flag: str = "--out") -> Path:
+def claim_jsonl(path: str | Path, keys: Sequence[str], *, name: str = "out") -> Path:
     """`path` for an appendable JSONL output: new, empty, or every line an afip-probe row with `keys`
     (then the run resumes it). A line cut by a kill is allowed as the last one, after at least one row."""
-    p = check_jsonl(path, keys, flag=flag)
+    p = check_jsonl(path, keys, name=name)
     p.parent.mkdir(parents=True, exist_ok=True)
     return p

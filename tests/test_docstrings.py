@@ -9,6 +9,9 @@ import pytest
 
 MODULES = [
     "afip_probe",
+    "afip_probe.api",
+    "afip_probe.errors",
+    "afip_probe.models.loading",
     "afip_probe.models",
     "afip_probe.models.base",
     "afip_probe.models.tiny",

@@ -79,7 +79,7 @@ def test_stream_cli_passes_sampling_seed_and_single_read_to_generation(organism,
     """`afip-probe stream --do-sample --seed S --single-read`: generation samples (do_sample=True) from
     torch.manual_seed(S), and the trace reads each decoding step once (exact=False). Without the flags:
     greedy, exact, seed 0."""
-    import afip_probe.commands.stream as command
+    import afip_probe.metrics.detect as detect
 
     calls = []
 
@@ -92,8 +92,8 @@ def test_stream_cli_passes_sampling_seed_and_single_read_to_generation(organism,
         def load(path):
             return types.SimpleNamespace(model_mismatch=lambda name: None)
 
-    monkeypatch.setattr(command, "stream", fake_stream)
-    monkeypatch.setattr(command, "Detector", FakeDetector)
+    monkeypatch.setattr(streaming, "stream", fake_stream)
+    monkeypatch.setattr(detect, "Detector", FakeDetector)
     image = tmp_path / "image.png"
     tiny.random_images(1, sizes=[(64, 64)])[0].save(image)
     base = ["stream", str(image), "--detector", "unused.json", "--device", "cpu"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import require_positive
-from ..pipelines.demo import run_demo
-from .flags import add_generation_flags, generation_settings
+from .flags import add_generation_flags, generation_settings, progress_flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,13 +15,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo output in --out (only the "
                    "files the demo wrote)")
     p.add_argument("--n", type=int, default=120, help="held-out scenes to trace (default: %(default)s)")
-    add_generation_flags(p, record=True, prompt=False, level="maps", max_new_tokens=80, device="cpu")
-    p.add_argument("--no-progress", action="store_true")
+    add_generation_flags(p, record=True, prompt=False, level="maps", max_new_tokens=80, device="cpu",
+                         why="the demo's report draws heatmaps (maps), its organism numbers are measured at 80 "
+                         "tokens on the CPU")
+    progress_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    require_positive(args.n, "--n")
+    from ..pipelines.demo import run_demo
+
+    require_positive(args.n, "n")
     result = run_demo(args.out, n=args.n, settings=generation_settings(args), overwrite=args.overwrite,
                       progress=not args.no_progress)
     print("\n".join(result.lines))

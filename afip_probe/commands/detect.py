@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-import matplotlib
-import pandas as pd
-
-from .. import store as st
 from ..errors import require_positive
-from ..metrics import detect
-from ..metrics.findings import is_hallucinated
-from ..metrics.table import chair_for
-from ..outputs import check_dir, check_file, claim_dir, claim_file
-from ..plots.detect import detector_figure
-from ..plots.report import markdown_table, save
 
 FEATURE_SETS = {
     "all": "every metric per layer range and per layer, token entropy, log-probability, relative position",
@@ -24,12 +15,20 @@ FEATURE_SETS = {
 }
 
 
-def _features(tables: list[pd.DataFrame], which: str, prior: bool) -> list[str]:
+def _features(tables: list[Any], which: str, prior: bool) -> list[str]:
+    from ..metrics import detect
+
     return detect.feature_names(tables[0], ranges=None, per_layer=which != "ranges", position=which != "live",
                                 prior=prior)
 
 
-def _tables(args: argparse.Namespace) -> pd.DataFrame:
+def _tables(args: argparse.Namespace) -> Any:
+    import pandas as pd
+
+    from .. import store as st
+    from ..metrics import detect
+    from ..metrics.table import chair_for
+
     stores = [st.open(s) for s in args.stores]
     tables = [detect.detection_table(s, chair_for(s, args.annotations)) for s in stores]
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
@@ -56,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         d.add_argument("--overwrite", action="store_true", help="replace an earlier output")
     t = dsub.choices["train"]
     t.add_argument("-o", "--output", required=True, help="detector JSON to write")
-    t.add_argument("--kind", default="logistic", choices=detect.KINDS, help="(default: %(default)s)")
+    t.add_argument("--kind", default="logistic", choices=("logistic", "mlp"), help="the model: logistic "
+                   "regression or a small multilayer perceptron (default: %(default)s)")
     t.set_defaults(func=run_train)
     e = dsub.choices["eval"]
     e.add_argument("--detector", help="a saved detector: evaluate it on these stores (transfer) instead of "
@@ -66,15 +66,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    require_positive(args.folds, "--folds")
-    check_file(args.output, overwrite=args.overwrite, flag="-o")
+    from ..metrics import detect
+    from ..outputs import check_file, claim_file
+    from ..plots.report import markdown_table
+
+    require_positive(args.folds, "folds")
+    check_file(args.output, overwrite=args.overwrite, name="output")
     df = _tables(args)
     features = _features([df], args.features, args.token_prior)
     cv = detect.cross_validate(df, features, args.kind, args.folds, args.resamples)
     det = detect.train(df, features, args.kind)
     det.trained_on.update(stores=list(args.stores), feature_set=args.features, cv_auroc=round(cv.auroc, 4),
                           model=str(df.model.iloc[0]))
-    output = claim_file(args.output, overwrite=args.overwrite, flag="-o")
+    output = claim_file(args.output, overwrite=args.overwrite, name="output")
     det.save(output)
     print(markdown_table(detect.table([cv])))
     print(f"detector ({args.kind}, {len(features)} features, trained on {det.trained_on['tokens']} object tokens) "
@@ -83,7 +87,15 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    require_positive(args.folds, "--folds")
+    import matplotlib
+
+    from ..metrics import detect
+    from ..metrics.findings import is_hallucinated
+    from ..outputs import check_dir, claim_dir
+    from ..plots.detect import detector_figure
+    from ..plots.report import markdown_table, save
+
+    require_positive(args.folds, "folds")
     written = ["detectors.csv", "detectors.md", "detectors.png"]
     check_dir(args.out, "detect-eval", overwrite=args.overwrite)
     df = _tables(args)

@@ -10,15 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..correctors import parse_spec
 from ..errors import AfipError
-from ..images import ImageItem, coco_image_id, collect_images
-from ..metrics import pope
-from ..metrics.chair import Chair
-from ..organism import default_images
-from ..outputs import check_jsonl, claim_jsonl
-from ..pipelines.generation import ROW_KEYS, Job, caption_images, generate_jobs
-from .flags import add_generation_flags, generation_settings
+from .flags import add_generation_flags, generation_settings, progress_flag
 
 QUESTION_KEYS = ("question_id", "image", "text", "label")
 
@@ -29,7 +22,7 @@ def _common(p: argparse.ArgumentParser, **defaults: object) -> None:
     p.add_argument("--out", required=True, help="JSONL file to write (an earlier run's file is resumed; any other "
                    "existing file is refused)")
     add_generation_flags(p, **defaults)
-    p.add_argument("--no-progress", action="store_true")
+    progress_flag(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--images", nargs="+", help="image folder(s) (default for the organism: its held-out scenes)")
     c.add_argument("--annotations", help="instances_*.json + captions_*.json folder (default: the dataset the "
                    "images belong to, else the packaged COCO 2014 ground truth)")
-    c.add_argument("--max-images", type=int)
-    _common(c, max_new_tokens=96)  # the length the published organism CHAIR numbers were measured at
+    c.add_argument("--max-images", type=int, help="only the first N images")
+    _common(c, max_new_tokens=96, why="the length the organism's published CHAIR numbers were measured at")
     c.set_defaults(func=run_chair)
 
     p = sub.add_parser("pope-eval", help="answer POPE questions about an image folder and score them")
@@ -46,16 +39,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default for the organism: its held-out scenes)")
     p.add_argument("--questions", help="POPE question file (JSONL: question_id, image, text, label); "
                    "default for the organism: built from its held-out scenes (adversarial)")
-    p.add_argument("--max-questions", type=int)
-    _common(p, max_new_tokens=16, prompt=False)  # answers are one word; the questions are the prompts
+    p.add_argument("--max-questions", type=int, help="only the first N questions")
+    _common(p, max_new_tokens=16, prompt=False, why="POPE answers are yes or no")  # the questions are the prompts
     p.set_defaults(func=run_pope)
 
 
 def _images(args: argparse.Namespace) -> list[str]:
+    from ..organism import default_images
+
     return args.images if args.images is not None else default_images(args.model, not args.no_progress)
 
 
 def run_chair(args: argparse.Namespace) -> int:
+    from ..correctors import parse_spec
+    from ..images import collect_images
+    from ..metrics.chair import Chair
+    from ..outputs import check_jsonl
+    from ..pipelines.generation import ROW_KEYS, caption_images
+
     check_jsonl(args.out, ROW_KEYS)
     settings = generation_settings(args)
     images = _images(args)
@@ -72,10 +73,16 @@ def run_chair(args: argparse.Namespace) -> int:
 
 
 def run_pope(args: argparse.Namespace) -> int:
+    from ..correctors import parse_spec
+    from ..images import ImageItem, coco_image_id
+    from ..metrics import pope
+    from ..outputs import check_jsonl, claim_jsonl
+    from ..pipelines.generation import ROW_KEYS, Job, generate_jobs
+
     check_jsonl(args.out, ROW_KEYS)
     settings = generation_settings(args)
     images = _images(args)
-    loaded = settings.load()  # before the question file is written: a bad --model leaves nothing behind
+    loaded = settings.load(not args.no_progress)  # before the question file is written: a bad --model leaves nothing
     questions = args.questions
     if questions is None:
         if args.images is not None:
@@ -84,7 +91,7 @@ def run_pope(args: argparse.Namespace) -> int:
         qs = pope.build_questions(annotations / "instances_val.json", "adversarial", num_images=500,
                                   num_per_image=3, seed=0)
         questions = str(claim_jsonl(Path(args.out).with_suffix(".questions.jsonl"), QUESTION_KEYS,
-                                    flag="the question file beside --out"))
+                                    name="out"))
         pope.write_jsonl(qs, questions)
     qs, warnings = pope.read_jsonl(questions, "question")
     qs = qs[: args.max_questions]

@@ -1,38 +1,34 @@
-"""`afip-probe figures STORE...` and `afip-probe heatmap STORE SAMPLE`: the Findings figures and
-attention heatmaps of recorded stores."""
+"""`afip-probe figures STORE...` and `afip-probe heatmap STORE SAMPLE`: the Findings figures and attention
+heatmaps of recorded stores (`afip_probe.figures`, `afip_probe.heatmap`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import matplotlib
-import pandas as pd
+from .flags import progress_flag
 
-from .. import store as st
-from ..errors import require_positive
-from ..metrics.table import chair_for, store_layers, token_table
-from ..outputs import check_dir, check_file, claim_file
-from ..plots.report import figures_report
-from ..plots.store_maps import token_heatmap
+ANNOTATIONS_HELP = ("COCO-format annotation folder for the CHAIR labels (default: the one the store was traced "
+                    "with, else the dataset the traced images belong to, else the packaged COCO 2014 ground truth)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    f = sub.add_parser("figures", help="Findings 1-2 statistics and figures (PNG, SVG, HTML) of trace stores")
-    f.add_argument("stores", nargs="+", help="trace store folders (Fig. 3 left draws one curve per store)")
+    f = sub.add_parser("figures", help="Findings 1-2 statistics and figures (PNG, SVG, HTML) of trace stores",
+                       description="The AFIP paper's Findings 1-2 of trace stores: statistics and figures, one "
+                       "HTML page. With several stores, the figures that compare them draw each one.")
+    f.add_argument("stores", nargs="+", help="trace store folders (labelled by their folder names)")
     f.add_argument("--out", default="figures", help="output folder (default: %(default)s)")
     f.add_argument("--layers", default="all", help="layer range of the token table: all, early, middle, late "
                    "(default: %(default)s)")
-    f.add_argument("--annotations", help="COCO-format annotation folder for CHAIR labels (default: the dataset "
-                   "the traced images belong to, else the packaged COCO 2014 ground truth)")
+    f.add_argument("--annotations", help=ANNOTATIONS_HELP)
     f.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
     f.add_argument("--tokens", help="also write the labelled token table to this Parquet file")
     f.add_argument("--overwrite", action="store_true", help="replace an earlier figures output in --out (only "
                    "the files it wrote) and an existing --tokens file")
-    f.add_argument("--no-progress", action="store_true")
+    progress_flag(f)
     f.set_defaults(func=run_figures)
 
-    h = sub.add_parser("heatmap", help="attention of one generated token drawn over its image")
+    h = sub.add_parser("heatmap", help="attention of one generated token drawn over its images")
     h.add_argument("store", help="trace store folder recorded at --record maps or full")
     h.add_argument("sample", help="sample id (see the store's samples table)")
     which = h.add_mutually_exclusive_group()
@@ -48,17 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_figures(args: argparse.Namespace) -> int:
-    require_positive(args.resamples, "--resamples")
-    if args.tokens:
-        check_file(args.tokens, overwrite=args.overwrite, flag="--tokens")
-    check_dir(args.out, "figures", overwrite=args.overwrite)
-    stores = [st.open(s) for s in args.stores]
-    tables = [token_table(s, chair=chair_for(s, args.annotations), progress=not args.no_progress) for s in stores]
-    report = figures_report(stores, args.out, args.layers, n_resamples=args.resamples, tables=tables,
-                            overwrite=args.overwrite)
-    if args.tokens:
-        pd.concat(tables, ignore_index=True).to_parquet(claim_file(args.tokens, overwrite=args.overwrite,
-                                                                   flag="--tokens"))
+    from .. import api
+
+    report = api.figures(args.stores, args.out, layers=args.layers, annotations=args.annotations,
+                         resamples=args.resamples, tokens=args.tokens, overwrite=args.overwrite,
+                         progress=not args.no_progress)
     for name, f in report.findings.items():
         print(f"## {name}")
         print(f.markdown())
@@ -67,13 +57,12 @@ def run_figures(args: argparse.Namespace) -> int:
 
 
 def run_heatmap(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    from .. import api
+
     matplotlib.use("Agg")
-    store = st.open(args.store)
-    layers = store_layers(args.layers, store.settings) if args.layers else None  # decoder layers
-    check_file(args.out, overwrite=args.overwrite)
-    fig = token_heatmap(store, args.sample, step=args.step, word=args.word, layers=layers,
-                        per_head=args.per_head, source="corrected" if args.corrected else "raw")
-    out = claim_file(args.out, overwrite=args.overwrite)
-    fig.savefig(out, dpi=150)
-    print(f"wrote {out}")
+    api.heatmap(args.store, args.sample, step=args.step, word=args.word, layers=args.layers, per_head=args.per_head,
+                corrected=args.corrected, out=args.out, overwrite=args.overwrite)
+    print(f"wrote {args.out}")
     return 0

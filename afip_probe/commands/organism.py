@@ -6,10 +6,6 @@ import argparse
 from pathlib import Path
 
 from ..errors import require_positive
-from ..organism import dataset
-from ..outputs import claim_dir, claim_file
-from ..pipelines import organism_training
-from ..pipelines.organism_eval import evaluate_heldout, report_json
 from .flags import add_generation_flags, generation_settings
 
 
@@ -20,15 +16,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     osub = p.add_subparsers(dest="organism_command", metavar="ACTION", required=True)
 
     s = osub.add_parser("scenes", help="draw a split of scenes as a COCO-format dataset")
-    s.add_argument("--split", default="val", choices=["train", "val"])
+    s.add_argument("--split", default="val", choices=["train", "val"], help="the training scenes or the held-out "
+                   "ones (default: %(default)s)")
     s.add_argument("--n", type=int, default=500, help="number of scenes (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the scenes (default: %(default)s; the held-out "
+                   "split the organism is evaluated on is seed 0)")
     s.add_argument("--out", help="dataset folder (default: the cache, $AFIP_PROBE_CACHE or ~/.cache/afip-probe)")
     s.set_defaults(func=run_scenes)
 
     e = osub.add_parser("eval", help="CHAIR of a model on the held-out scenes (greedy)")
     e.add_argument("--n", type=int, default=500, help="held-out scenes (default: %(default)s)")
-    add_generation_flags(e, prompt=False, max_new_tokens=96)  # as the README's organism numbers
+    add_generation_flags(e, prompt=False, max_new_tokens=96, why="the length the organism's published CHAIR "
+                         "numbers were measured at")
     e.add_argument("--json", help="also write the report as JSON here")
     e.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     e.set_defaults(func=run_eval)
@@ -39,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_scenes(args: argparse.Namespace) -> int:
-    require_positive(args.n, "--n")
+    from ..organism import dataset
+    from ..outputs import claim_dir
+
+    require_positive(args.n, "n")
     if args.out is not None:  # a folder of the user's: new, empty, or scenes drawn there before
         claim_dir(args.out, "organism-scenes", writes=["images", "annotations", f".complete-{args.split}"],
                   resume=True)
@@ -50,8 +52,11 @@ def run_scenes(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    require_positive(args.n, "--n")
-    out = claim_file(args.json, overwrite=args.overwrite, flag="--json") if args.json else None
+    from ..outputs import claim_file
+    from ..pipelines.organism_eval import evaluate_heldout, report_json
+
+    require_positive(args.n, "n")
+    out = claim_file(args.json, overwrite=args.overwrite, name="json") if args.json else None
     report = evaluate_heldout(generation_settings(args), n=args.n)
     print("\n".join(report.lines()))
     if out is not None:
@@ -60,5 +65,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..pipelines import organism_training
+
     rest = [a for a in args.rest if a != "--"]
     return organism_training.main(rest)

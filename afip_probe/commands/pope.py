@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..jsonio import read_json
-from ..metrics.pope import build_questions, evaluate_files, write_jsonl
-from ..outputs import claim_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,16 +14,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_score)
     b = sub.add_parser("pope-questions", help="build POPE questions for COCO-format instance annotations")
     b.add_argument("instances", help="COCO-format instances JSON")
-    b.add_argument("--sampling", choices=["random", "popular", "adversarial"], default="random")
-    b.add_argument("--num-images", type=int, default=500)
-    b.add_argument("--num-per-image", type=int, default=3)
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--sampling", choices=["random", "popular", "adversarial"], default="random",
+                   help="how each negative object is chosen, as POPE's utils.py (default: %(default)s)")
+    b.add_argument("--num-images", type=int, default=500, help="images to ask about (default: %(default)s)")
+    b.add_argument("--num-per-image", type=int, default=3, help="positive (and as many negative) questions per "
+                   "image (default: %(default)s)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the image and negative sampling "
+                   "(default: %(default)s)")
     b.add_argument("-o", "--output", required=True, help="question file to write (JSON lines)")
     b.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     b.set_defaults(func=run_build)
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from ..metrics.pope import evaluate_files
+
     metrics, warnings = evaluate_files(args.questions, args.answers)
     for w in warnings[:5]:
         print(f"warning: {w}", file=sys.stderr)
@@ -37,7 +39,11 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    output = claim_file(args.output, overwrite=args.overwrite, flag="-o")
+    from ..jsonio import read_json
+    from ..metrics.pope import build_questions, write_jsonl
+    from ..outputs import claim_file
+
+    output = claim_file(args.output, overwrite=args.overwrite, name="output")
     data = read_json(args.instances, "annotation file")
     qs = build_questions(data, args.sampling, args.num_images, args.num_per_image, args.seed)
     write_jsonl(qs, output)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..store.merge import merge
-from ..store.verify import verify
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,12 +19,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from ..store.verify import verify
+
     report = verify(args.store, fix=args.fix)
     print("\n".join(report.lines()))
     return 0 if report.ok else 1
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    from ..store.merge import merge
+
     n = merge(args.out, args.shards)
     print(f"merged {n} samples from {len(args.shards)} shards -> {args.out}")
     return 0

@@ -6,12 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from ..images import load_image
-from ..metrics.chair import Chair
-from ..metrics.detect import Detector
-from ..pipelines.streaming import risky_words, stream
 from .flags import add_generation_flags, generation_settings
 
 
@@ -31,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..images import load_image
+    from ..metrics.chair import Chair
+    from ..metrics.detect import Detector
+    from ..pipelines.streaming import risky_words, stream
+
     settings = generation_settings(args)
     detector = Detector.load(args.detector)
     image = load_image(Path(args.image))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 
 from ..errors import require_positive
-from ..outputs import claim_file
-from ..pipelines.experiments import ablation, sweep
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    require_positive(args.n, "--n")
+    from ..outputs import claim_file
+    from ..pipelines.experiments import ablation, sweep
+
+    require_positive(args.n, "n")
     out = claim_file(args.out, overwrite=args.overwrite)
     if args.ablation:
         ablation(args.model, args.n, out, base=args.ablation)

@@ -48,7 +48,7 @@ import torch
 from transformers import AttentionInterface
 
 from ..errors import AfipError
-from ..models import ModelAdapter, adapter_for
+from ..models import LoadedModel, ModelAdapter, adapter_for
 from .recorder import RecordConfig, Recorder, Switch
 from .rowstats import ImageIndex, KeyView, RunMasks, allowed_keys, apply_row_mask, row_scores, text_keys
 
@@ -400,6 +400,13 @@ class Intervention(Switch):
         self.open(context)
 
 
+def _unpack(model: Any, processor: Any, adapter: ModelAdapter | None) -> tuple[Any, Any, ModelAdapter | None]:
+    """(module, processor, adapter) from a `LoadedModel` (``afip_probe.load(...)``) or the module itself."""
+    if isinstance(model, LoadedModel):
+        return model.model, processor if processor is not None else model.processor, adapter or model.adapter
+    return model, processor, adapter
+
+
 def trace(
     model: Any,
     processor: Any = None,
@@ -411,6 +418,7 @@ def trace(
 ) -> Recorder:
     """Record last-row attention of every decoder layer during `model.generate()`.
 
+    `model` is what `afip_probe.load` returns, or a transformers model with its `processor`.
     Returns the `Recorder`, already recording; after each generate() call its `traces` gain one
     `SampleTrace` per sample. Use it in a ``with`` block, or call ``rec.close()`` when done.
     `modifiers` (e.g. the AFIP corrector) change the scores before the output is computed; the
@@ -433,6 +441,7 @@ def trace(
         >>> rec.close(); len(rec.traces), is_intercepted(model)
         (1, False)
     """
+    model, processor, adapter = _unpack(model, processor, adapter)
     adapter = adapter or adapter_for(model, processor)
     recorder = Recorder(adapter.num_layers, adapter.image_token_id, RecordConfig(level, array_dtype))
     recorder.open(_tracing(model, adapter, recorder, modifiers, exact))
@@ -461,6 +470,7 @@ def intercept(model: Any, modifiers: Sequence[ScoreModifier], processor: Any = N
     Inside an active `trace(model)` the modifiers join that session, so the trace records both the
     unmodified rows and the corrected ones (`SampleTrace.corrected`).
     """
+    model, processor, adapter = _unpack(model, processor, adapter)
     return Intervention(_intercepting(model, modifiers, processor, adapter))
 
 

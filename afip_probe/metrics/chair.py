@@ -36,7 +36,7 @@ from nltk.stem import WordNetLemmatizer
 from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
-from ..errors import AfipError
+from ..errors import AfipError, option
 from ..jsonio import read_json
 
 COCO_DOUBLE_WORDS = [
@@ -136,6 +136,7 @@ class ChairResult:
     sentences: list[CaptionResult]
     overall: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    labels: Any = None  # a store's token table with CHAIR labels, when asked for (`afip_probe.chair(labels=...)`)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -222,7 +223,7 @@ class Chair:
             clash = next((k for k in src.gt if k in merged and merged[k] != src.gt[k]), None)
             if clash is not None:
                 raise AfipError(f"image id {clash} has different ground truth in the datasets of these images "
-                                f"({d or 'packaged COCO 2014'}); evaluate them separately or give --annotations")
+                                f"({d or 'packaged COCO 2014'}); evaluate them separately or give {option('annotations')}")
             merged.update(src.gt)
         return cls(merged)
 

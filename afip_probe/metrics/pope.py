@@ -194,7 +194,7 @@ def build_questions(
     """
     if sampling not in SAMPLINGS:
         raise AfipError(f"unknown POPE sampling {sampling!r}: use one of {', '.join(SAMPLINGS)}")
-    require_positive(num_per_image, "--num-per-image")
+    require_positive(num_per_image, "num_per_image")
     rng = random.Random(seed)
     eligible = [seg for seg in segments_from_coco(instances) if len(seg["objects"]) >= num_per_image]
     segments = rng.sample(eligible, min(num_images, len(eligible)))

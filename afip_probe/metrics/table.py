@@ -25,13 +25,14 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..errors import AfipError
+from ..errors import AfipError, AfipWarning, option
 from ..records import LAYER_FIELDS, Layers, array_name, sample_images
 from .chair import Chair
 from .labels import label_tokens
@@ -55,6 +56,12 @@ def default_layer_ranges(num_layers: int) -> dict[str, list[int]]:
         if len(part):
             ranges[name] = [int(i) for i in part]
     return ranges
+
+
+def check_layer_range(name: str, ranges: Sequence[str]) -> None:
+    """Raise unless `name` is one of a token table's layer `ranges` (``all``, ``early``, ...)."""
+    if name not in ranges:
+        raise AfipError(f"layer range {name!r} is not in the token table; choose one of {sorted(ranges)}")
 
 
 def parse_layers(text: str, num_layers: int) -> list[int]:
@@ -83,7 +90,7 @@ def store_layers(text: str, settings: Mapping[str, Any]) -> list[int]:
     wanted = set(parse_layers(text, max(numbers) + 1))
     picked = [i for i, number in enumerate(numbers) if number in wanted]
     if not picked:
-        raise AfipError(f"--layers {text} names no traced layer: the traced decoder layers are {numbers}")
+        raise AfipError(f"{option('layers')} {text} names no traced layer: the traced decoder layers are {numbers}")
     return picked
 
 
@@ -123,12 +130,28 @@ def sample_metrics(arrays: Mapping[str, np.ndarray], ranges: Mapping[str, Sequen
 
 
 def chair_for(store: Any, annotations: str | None = None) -> Chair:
-    """The CHAIR evaluator that fits a store's images (`Chair.for_images`): `annotations` if given, else
-    the dataset the traced images belong to, else the packaged COCO 2014 ground truth."""
+    """The CHAIR evaluator that fits a store's images (`Chair.for_images`): `annotations` if given, else the
+    annotations the store was traced against (its manifest's ``annotations``), else the dataset the traced
+    images belong to, else the packaged COCO 2014 ground truth."""
     samples = store.samples()
     paths = [im.path for _, row in samples.iterrows() for im in sample_images(row)] if "images" in samples \
         else list(samples["image"])  # every image of every sample
-    return Chair.for_images(paths, annotations)
+    return Chair.for_images(paths, annotations or store.settings.get("annotations"))
+
+
+def labelled_table(store: Any, annotations: str | None = None, layer_ranges: Mapping[str, Sequence[int]] | None = None,
+                   progress: bool = False, warn: bool = True) -> pd.DataFrame:
+    """`token_table` with the ground truth of `chair_for(store, annotations)`; when no traced image has ground
+    truth (every token unlabelled), an `AfipWarning` says so and how to give it (unless `warn` is off: for a
+    caller that refuses such a table with its own error)."""
+    table = token_table(store, chair=chair_for(store, annotations), layer_ranges=layer_ranges, progress=progress)
+    unlabelled = [w for w in table.attrs.get("warnings", []) if "has no ground truth" in w]
+    if warn and unlabelled and len(unlabelled) == table.sample_id.nunique():
+        warnings.warn(f"{store.root}: none of the {len(unlabelled)} traced samples' images has ground truth, so "
+                      "no token is labelled real or hallucinated; give the images' COCO-format annotation folder "
+                      f"({option('annotations')}), or trace COCO images under their COCO file names",
+                      AfipWarning, stacklevel=2)
+    return table
 
 
 def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str]] | None = None,

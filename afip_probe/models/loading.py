@@ -1,16 +1,31 @@
-"""Load a vision-language model and its processor from a hub id or a local directory."""
+"""Load a vision-language model and its processor from a hub id or a local directory.
+
+Example:
+    >>> import afip_probe
+    >>> m = afip_probe.load("organism", progress=False)      # the bundled model organism, on the CPU here
+    >>> m.name, m.adapter.family
+    ('organism', 'llava')
+    >>> scene = afip_probe.organism_scenes(1, progress=False).images[0]
+    >>> len(m.generate(scene, max_new_tokens=8).split()) > 0
+    True
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-from ..errors import AfipError, UnsupportedModelError
-from ..organism import checkpoint_dir
+from ..errors import AfipError, UnsupportedModelError, option
+from ..images import load_image
+from ..organism import NAME as ORGANISM, checkpoint_dir
+from ..records import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
 from .base import SUPPORTED_FAMILIES, ModelAdapter, read_image_token_id, refuse_cross_attention
 from .compat import patch_llama4_output
 from .registry import adapter_for
@@ -20,12 +35,39 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass
 class LoadedModel:
-    """A model ready to trace: the module, its processor and its adapter."""
+    """A model ready to trace: the module, its processor and its adapter (`load` returns one).
+
+    Pass it to `afip_probe.trace`, `afip_probe.trace_images` or `afip_probe.correct` as it is."""
 
     model: Any
     processor: Any
     adapter: ModelAdapter
     name: str
+
+    def generate(self, images: Any, prompt: str = DEFAULT_PROMPT, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 **generate_kwargs: Any) -> Any:
+        """The model's reply to `prompt` about `images`: one image (a PIL image or a path) gives one string;
+        a list gives one string per entry (an entry that is itself a list of images is one prompt showing all
+        of them). Greedy unless ``do_sample=True``; `generate_kwargs` go to ``model.generate``.
+
+        Inside ``afip_probe.trace(m)`` the generation is recorded."""
+        single = not isinstance(images, (list, tuple))
+        batch = [images] if single else list(images)
+        opened = [[_image(x) for x in item] if isinstance(item, (list, tuple)) else _image(item) for item in batch]
+        device = next(self.model.parameters()).device
+        inputs = self.adapter.build_inputs(opened, prompt, device=device)
+        out = self.model.generate(**inputs, **{"max_new_tokens": max_new_tokens, "do_sample": False,
+                                               **generate_kwargs})
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        texts = [t.strip() for t in tokenizer.batch_decode(sequences[:, inputs["input_ids"].shape[1]:],
+                                                           skip_special_tokens=True)]
+        return texts[0] if single else texts
+
+
+def _image(item: Any) -> Any:
+    """A PIL image as it is; a path opened (`afip_probe.images.load_image`)."""
+    return load_image(Path(item)) if isinstance(item, (str, os.PathLike)) else item
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -36,7 +78,7 @@ def resolve_device(device: str | None) -> torch.device:
     except RuntimeError as e:
         raise AfipError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AfipError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu")
+        raise AfipError(f"device {device!r} asked for, but no CUDA GPU is available; use {option('device', 'cpu')}")
     return dev
 
 
@@ -49,17 +91,40 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 
 def load(
-    name_or_path: str,
+    name_or_path: str = ORGANISM,
     device: str | None = "auto",
     dtype: str | None = "auto",
     trust_remote_code: bool = False,
+    progress: bool = True,
 ) -> LoadedModel:
     """Load a supported VLM + processor and wrap them with their adapter.
 
     `name_or_path` is a hub id (e.g. ``llava-hf/llava-1.5-7b-hf``), a local directory written by
-    ``save_pretrained``, or ``organism`` for the bundled model organism.
+    ``save_pretrained``, or ``organism`` for the bundled model organism. `device` ``auto`` takes the GPU
+    when there is one; `dtype` ``auto`` is float16 on a GPU, float32 on the CPU. The model keeps the
+    attention implementation transformers gives it (tracing never changes it). `progress=False`
+    hides the weight-loading bar.
     """
-    if name_or_path == "organism":  # the bundled checkpoint (docs/design.md §9)
+    with _progress_bars(progress):
+        return _load(name_or_path, device, dtype, trust_remote_code)
+
+
+@contextlib.contextmanager
+def _progress_bars(on: bool) -> Iterator[None]:
+    """transformers' own progress bars (weight loading) on or off while loading."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if on else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
+def _load(name_or_path: str, device: str | None, dtype: str | None, trust_remote_code: bool) -> LoadedModel:
+    given = name_or_path
+    if name_or_path == ORGANISM:  # the bundled checkpoint (docs/design.md §9)
         name_or_path = str(checkpoint_dir())
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -93,4 +158,18 @@ def load(
         ) from e
     model.to(dev).eval()
     processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    return LoadedModel(model=model, processor=processor, adapter=adapter_for(model, processor), name=name_or_path)
+    return LoadedModel(model=model, processor=processor, adapter=adapter_for(model, processor),
+                       name=model_name(given))
+
+
+def model_name(name_or_path: str) -> str:
+    """How outputs name a model: ``organism`` for the bundled one, a local checkpoint by its folder's name, a
+    hub model by its id.
+
+    >>> model_name("organism"), model_name("llava-hf/llava-1.5-7b-hf"), model_name("/tmp")
+    ('organism', 'llava-hf/llava-1.5-7b-hf', 'tmp')
+    """
+    path = Path(name_or_path)
+    if name_or_path == ORGANISM or (path.is_dir() and path.resolve() == checkpoint_dir()):
+        return ORGANISM
+    return path.resolve().name if path.is_dir() else str(name_or_path)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from .. import store as st
 from ..correctors import AFIP, parse_spec
-from ..errors import AfipError
+from ..errors import AfipError, option
 from ..images import ImageItem
 from ..metrics.chair import Chair
 from ..metrics.comparison import BASELINE, chair_tables, condition_var
@@ -71,7 +71,7 @@ def conditions_for(specs: Sequence[str], history_ablation: bool = True) -> list[
             conds.append((name, [parse_spec(name)]))
     names = [n for n, _ in conds]
     if len(set(names)) != len(names):
-        raise AfipError(f"each --correct must differ: {names}")
+        raise AfipError(f"each {option('correct')} must differ: {names}")
     return conds
 
 
@@ -95,12 +95,12 @@ def compare(
     `images` default to the organism's held-out scenes when the model is the organism. `out` must be
     new, empty or an earlier comparison (continued with `resume`, replaced with `overwrite`)."""
     if not specs:
-        raise AfipError("give at least one --correct (e.g. --correct afip)")
+        raise AfipError(f"give at least one corrector (e.g. {option('correct', ['afip'])})")
     conds = conditions_for(specs, history_ablation)
     check_dir(out, "compare", overwrite=overwrite, resume=resume)
     if images is not None:
         items = as_items(images)[:max_images]
-    loaded = resolve_model(settings, loaded)
+    loaded = resolve_model(settings, loaded, progress)
     check_conditions(conds, loaded)
     if images is None:
         items = as_items(default_images(loaded.name, progress))[:max_images]

@@ -54,7 +54,7 @@ def run_demo(out: str | Path = "demo-out", n: int = 120, settings: GenerationSet
     matplotlib.use("Agg")
     root = dataset.ensure_split("val", progress=progress)
     images = dataset.image_paths(root, "val")[:n]
-    loaded = settings.load()
+    loaded = settings.load(progress)
     summary = trace_images(settings, images, out / "store", loaded=loaded, progress=progress)
     store = st.open(out / "store")
     chair = chair_for(store)  # ground truth from the traced images: the scenes' own annotations

@@ -64,7 +64,7 @@ def _settings(model: str) -> GenerationSettings:
 def sweep(model: str = "organism", n: int = 200, out: str | Path = "sweep.csv", progress: bool = True) -> pd.DataFrame:
     """CHAIR of the baseline and of every setting of `grid()`; the CSV is rewritten after each setting."""
     settings = _settings(model)
-    loaded = settings.load()
+    loaded = settings.load(progress)
     rows = []
     settings: list[dict[str, Any] | None] = [None] + grid()  # None: no corrector
     for setting in settings:
@@ -86,7 +86,7 @@ def ablation(model: str = "organism", n: int = 500, out: str | Path = "ablation.
              progress: bool = True) -> pd.DataFrame:
     """The paper's Table 4: CHAIR with each combination of S1 (gate), S2 (history), S3 (head correction)."""
     settings = _settings(model)
-    loaded = settings.load()
+    loaded = settings.load(progress)
     rows = []
     sep = "," if ":" in base else ":"
     for gate, history, head in [(None, None, None)] + list(itertools.product([False, True], repeat=3)):

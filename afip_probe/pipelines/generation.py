@@ -95,7 +95,7 @@ def generate_jobs(
     """
     if out is not None:
         check_jsonl(out, ROW_KEYS)
-    loaded = resolve_model(settings, loaded)
+    loaded = resolve_model(settings, loaded, progress)
     batch_size = settings.batch_size
     out_path = Path(out) if out is not None else None
     done = _done_keys(out_path) if out_path is not None else set()

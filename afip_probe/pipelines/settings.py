@@ -13,18 +13,20 @@ Example:
     >>> GenerationSettings(batch_size=0)
     Traceback (most recent call last):
     ...
-    afip_probe.errors.AfipError: --batch-size must be at least 1, got 0
+    afip_probe.errors.AfipError: batch_size must be at least 1, got 0
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # loading models imports torch: the command line's --help must not
+    from ..models import LoadedModel
 
 from ..errors import AfipError, require_positive
-from ..models import LoadedModel, load
-from ..records import DEFAULT_PROMPT, RecordConfig
+from ..records import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, RecordConfig
 
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 
@@ -36,7 +38,7 @@ class GenerationSettings:
     model: str = "organism"  # hub id, local save_pretrained folder, or "organism"
     prompt: str = DEFAULT_PROMPT
     level: str = "stats"  # record level when tracing (stats, maps, full)
-    max_new_tokens: int = 64
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     batch_size: int = 8  # images per generate() call, left-padded
     dtype: str = "auto"  # float16 on a GPU, float32 on the CPU
     device: str = "auto"
@@ -46,8 +48,8 @@ class GenerationSettings:
     exact: bool = True  # traced layers keep SDPA's outputs; False: decoding steps read their keys once
 
     def __post_init__(self) -> None:
-        require_positive(self.max_new_tokens, "--max-new-tokens")
-        require_positive(self.batch_size, "--batch-size")
+        require_positive(self.max_new_tokens, "max_new_tokens")
+        require_positive(self.batch_size, "batch_size")
         RecordConfig(self.level)  # validates the level before anything is loaded
         if self.dtype not in DTYPE_CHOICES:
             raise AfipError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPE_CHOICES)}")
@@ -59,11 +61,14 @@ class GenerationSettings:
         """Keyword arguments for ``model.generate`` besides the inputs."""
         return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
 
-    def load(self) -> LoadedModel:
+    def load(self, progress: bool = True) -> "LoadedModel":
         """The model these settings name, loaded with their device and dtype."""
-        return load(self.model, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+        from ..models import load
 
-    def manifest(self, loaded: LoadedModel) -> dict[str, Any]:
+        return load(self.model, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+                    progress=progress)
+
+    def manifest(self, loaded: "LoadedModel") -> dict[str, Any]:
         """The settings as a trace store's manifest records them (with what loading resolved)."""
         return {
             "model": loaded.name,
@@ -89,6 +94,7 @@ class GenerationSettings:
         }
 
 
-def resolve_model(settings: GenerationSettings, loaded: LoadedModel | None = None) -> LoadedModel:
+def resolve_model(settings: GenerationSettings, loaded: "LoadedModel | None" = None,
+                  progress: bool = True) -> "LoadedModel":
     """`loaded` when given (a model already in memory), else the model `settings` name."""
-    return loaded if loaded is not None else settings.load()
+    return loaded if loaded is not None else settings.load(progress)

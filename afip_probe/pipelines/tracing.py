@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import AfipError
+from ..errors import AfipError, option
 from ..hooks import trace
 from ..images import ImageItem, collect_images, load_image
 from ..metrics.detect import Detector, trace_features
@@ -74,6 +74,7 @@ def trace_images(
     resume: bool = False,
     shard: tuple[int, int] | None = None,
     detector: Detector | None = None,
+    annotations: str | Path | None = None,
     progress: bool = True,
 ) -> TraceSummary:
     """Generate for every sample (an image, or the images of a manifest line) with the interceptor on and
@@ -91,13 +92,14 @@ def trace_images(
     whose shard stores `afip_probe.store.merge` joins into one.
 
     With a `detector` (`afip_probe.metrics.detect`), every token row gets its ``risk`` as each sample is
-    written: the same value the detector gives the stored statistics afterwards.
+    written: the same value the detector gives the stored statistics afterwards. `annotations` (a
+    COCO-format folder) is recorded in the manifest: later commands label the store's tokens with it.
     """
     items = as_items(images)
     if shard is not None:
         index, count = shard
         if not (count >= 1 and 0 <= index < count):
-            raise AfipError(f"--shard {index}/{count}: write i/N with 0 <= i < N")
+            raise AfipError(f"{option('shard')} {index}/{count}: write i/N with 0 <= i < N")
         items = items[index::count]
     conds = list(conditions)
     if not conds or len({name for name, _ in conds}) != len(conds):
@@ -105,7 +107,7 @@ def trace_images(
     groups = [(name, mods, [it.renamed(f"{name}/{it.sample_id}") for it in items]
                if len(conds) > 1 else items) for name, mods in conds]
     StoreWriter.check(out, resume)  # before the model loads (a hub download can take minutes)
-    loaded = resolve_model(settings, loaded)
+    loaded = resolve_model(settings, loaded, progress)
     check_conditions(conds, loaded)
     manifest = settings.manifest(loaded)
     manifest.update(condition=" | ".join(name for name, _ in conds), conditions=[name for name, _ in conds])
@@ -118,6 +120,8 @@ def trace_images(
         if (warning := detector.model_mismatch(loaded.name)) is not None:
             warnings.warn(warning, stacklevel=2)
         manifest["detector"] = {"kind": detector.kind, "features": len(detector.features), **detector.trained_on}
+    if annotations is not None:  # the ground truth later commands label this store's tokens with
+        manifest["annotations"] = str(Path(annotations).resolve())
     writer = StoreWriter(out, manifest, resume=resume)
     done = writer.finished() if resume else set()
     total = sum(len(g) for _, _, g in groups)

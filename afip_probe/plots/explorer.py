@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from .. import store as st
 from ..errors import AfipError
 from ..images import load_image
-from ..metrics.table import chair_for, token_table
+from ..metrics.table import labelled_table
 from ..outputs import check_dir, claim_dir
 from ..records import array_name, sample_images
 from .heatmap import main_tiles
@@ -50,7 +50,9 @@ ASSETS = ("explorer.js", "explorer.css")
 METRICS = {"var_all": "VAR", "attn_entropy_all": "attention entropy", "kl_all": "cross-head KL",
            "token_entropy": "token entropy", "risk": "hallucination risk"}
 IMAGE_SIDE = 384  # the longest side images are stored at (the geometry stays in original pixels)
-DEFAULT_MAX_SAMPLES = 200
+#: samples per store: written to a folder / inline in a notebook (the whole page, its data and images, travels
+#: inside the notebook there, so it shows fewer)
+DEFAULT_MAX_SAMPLES, INLINE_MAX_SAMPLES = 200, 50
 
 
 def _asset(name: str) -> str:
@@ -119,7 +121,8 @@ def _image_name(i: int, k: int) -> str:
     return f"images/{i}.png" if k == 0 else f"images/{i}_{k}.png"
 
 
-def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> tuple[dict[str, Any], list[_Sample]]:
+def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool, annotations: str | None = None
+             ) -> tuple[dict[str, Any], list[_Sample]]:
     opened = [s if hasattr(s, "samples") else st.open(s) for s in stores]
     if not opened:
         raise AfipError("give at least one trace store")
@@ -128,7 +131,7 @@ def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool) -> 
     levels = set()
     ranges: dict[str, list[int]] = {}
     for k, store in enumerate(opened):
-        table = token_table(store, chair=chair_for(store))
+        table = labelled_table(store, annotations)
         ranges = {name: list(v) for name, v in table.attrs.get("layer_ranges", {}).items()}
         rows = store.samples("ok").set_index("sample_id")
         level = str(store.settings.get("record_level", "stats"))
@@ -189,13 +192,13 @@ WRITTEN = ("index.html", "explorer.js", "explorer.css", "data", "images")
 
 
 def write_explorer(stores: Sequence[Any], out: str | Path, max_samples: int | None = DEFAULT_MAX_SAMPLES,
-                   progress: bool = False, overwrite: bool = False) -> Path:
+                   progress: bool = False, overwrite: bool = False, annotations: str | None = None) -> Path:
     """Write the explorer of `stores` into the folder `out`; returns index.html.
 
     `out` follows the output rule (`afip_probe.outputs`): a new or empty folder, or an earlier explorer
     replaced with `overwrite` (only its files); it is created once the stores are read."""
     check_dir(out, "explorer", overwrite=overwrite)
-    meta, samples = _collect(stores, max_samples, progress)
+    meta, samples = _collect(stores, max_samples, progress, annotations)
     out = claim_dir(out, "explorer", writes=WRITTEN, overwrite=overwrite)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
@@ -215,9 +218,10 @@ def write_explorer(stores: Sequence[Any], out: str | Path, max_samples: int | No
     return out / "index.html"
 
 
-def inline_page(stores: Sequence[Any], max_samples: int | None = 50, progress: bool = False) -> str:
+def inline_page(stores: Sequence[Any], max_samples: int | None = INLINE_MAX_SAMPLES, progress: bool = False,
+                annotations: str | None = None) -> str:
     """The whole explorer as one HTML document (data and images inline), for notebooks."""
-    meta, samples = _collect(stores, max_samples, progress)
+    meta, samples = _collect(stores, max_samples, progress, annotations)
     data = [f"window.AFIP_INDEX={script_json(meta)};", _script_asset("explorer.js")]
     for i, s in enumerate(samples):
         images = [dict(info, image="data:image/png;base64," + base64.b64encode(png).decode())
@@ -235,16 +239,12 @@ class Explorer:
         >>> Explorer(["runs/organism"], max_samples=20)      # doctest: +SKIP
     """
 
-    def __init__(self, stores: Any, max_samples: int | None = 50, height: int = 760):
+    def __init__(self, stores: Any, max_samples: int | None = INLINE_MAX_SAMPLES, height: int = 760,
+                 annotations: str | None = None):
         self.stores = [stores] if isinstance(stores, (str, Path)) or hasattr(stores, "samples") else list(stores)
-        self.max_samples, self.height = max_samples, height
+        self.max_samples, self.height, self.annotations = max_samples, height, annotations
 
     def _repr_html_(self) -> str:
-        page = inline_page(self.stores, self.max_samples)
+        page = inline_page(self.stores, self.max_samples, annotations=self.annotations)
         return (f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{self.height}px;'
                 'border:1px solid #ddd" sandbox="allow-scripts"></iframe>')
-
-
-def explore(stores: Any, max_samples: int | None = 50) -> Explorer:
-    """The explorer of one store (a path or an opened store) or several, for display in Jupyter."""
-    return Explorer(stores, max_samples)

@@ -30,9 +30,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .. import store as st
-from ..errors import AfipError
+from ..errors import AfipError, option
 from ..metrics.findings import Findings, findings
-from ..metrics.table import token_table
+from ..metrics.table import check_layer_range, token_table
 from ..outputs import check_dir, claim_dir, record_written
 from .findings import all_figures, var_by_position
 
@@ -125,12 +125,10 @@ def figures_report(stores: Sequence[str | Path] | Sequence[Any], out: str | Path
     if len(set(names)) < len(names):  # two runs of one model: tell them apart by position
         names = [f"{n} [{i}]" for i, n in enumerate(names)]
     for name, t in zip(names, tables):
-        if f"var_{layer_range}" not in t:
-            ranges = sorted({c.split("_")[-1] for c in t.columns if c.startswith("var_")})
-            raise AfipError(f"layer range {layer_range!r} is not in the token table; choose one of {ranges}")
+        check_layer_range(layer_range, sorted({c.split("_")[-1] for c in t.columns if c.startswith("var_")}))
         if not t.label.isin(["real", "hallucinated"]).any():
             raise AfipError(f"{name}: no object tokens were labelled real or hallucinated; check that the images' "
-                            "ids have CHAIR ground truth (COCO file names, or --annotations for your dataset)")
+                            f"ids have CHAIR ground truth (COCO file names, or {option('annotations')} for your dataset)")
     t1 = time.perf_counter()
     stats = {name: findings(t, layer_range) for name, t in zip(names, tables)}
     seconds["statistics"] = time.perf_counter() - t1

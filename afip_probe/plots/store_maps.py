@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import AfipError
+from ..errors import AfipError, option
 from ..images import load_image
 from ..records import array_name, sample_images
 from ..records.layout import Tile, grid_region, read_tiles, single_tile
@@ -96,14 +96,15 @@ def image_attention(store: Any, sample_id: str, step: int, layers: Sequence[int]
         if source == "corrected":
             raise AfipError("per-head maps of corrected rows are not recorded (only their head mean, corrected/maps)")
         if array_name("scores") not in arrays:
-            raise AfipError("per-head maps need per-head rows: trace with --record full")
+            raise AfipError(f"per-head maps need per-head rows: trace with {option('level', 'full')}")
         scores = np.asarray(arrays[array_name("scores")], dtype=np.float32)[step]  # [L, H, n]
         lse = np.asarray(arrays[array_name("head", "lse")], dtype=np.float32)[step]  # [L, H]
         rows = np.exp(scores - lse[..., None])  # [L, H, n]
     else:
         key = array_name("maps", source=source)
         if key not in arrays:
-            need = "a corrector on and --record maps" if source == "corrected" else "--record maps (or full)"
+            need = (f"a corrector on and {option('level', 'maps')}" if source == "corrected"
+                    else f"{option('level', 'maps')} (or full)")
             raise AfipError(f"heatmaps need {need}; this store has level {store.settings.get('record_level')!r}")
         rows = np.asarray(arrays[key], dtype=np.float32)[step]  # [L, n]
     idx = list(layers) if layers is not None else list(range(num_layers or rows.shape[0]))

@@ -15,7 +15,7 @@ Example:
     'var'
 """
 
-from .fields import DEFAULT_PROMPT, HEAD_FIELDS, LAYER_FIELDS, LEVELS, PER_IMAGE_FIELDS, RecordConfig
+from .fields import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, HEAD_FIELDS, LAYER_FIELDS, LEVELS, PER_IMAGE_FIELDS, RecordConfig
 from .layers import Layers
 from .layout import TILE_KINDS, ImageLayout, Region, Tile, grid_region, processor_region, read_tiles, tiles_json
 from .naming import ARRAY_KINDS, SOURCES, array_name, parse_array_name
@@ -24,6 +24,7 @@ from .trace import RowArrays, SampleTrace
 
 __all__ = [
     "ARRAY_KINDS",
+    "DEFAULT_MAX_NEW_TOKENS",
     "DEFAULT_PROMPT",
     "HEAD_FIELDS",
     "LAYER_FIELDS",

@@ -33,6 +33,8 @@ from ..errors import AfipError
 
 #: the CHAIR-evaluation prompt of OPERA / HGAI / AFIP, and the organism's training prompt
 DEFAULT_PROMPT = "Please describe this image in detail."
+#: new tokens per reply, everywhere a setting does not say otherwise (Python and the command line)
+DEFAULT_MAX_NEW_TOKENS = 64
 
 #: what is kept per generated token: per-head scalars; + head-mean image maps; + per-head image rows
 LEVELS = ("stats", "maps", "full")

@@ -22,8 +22,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported when a token table is built, not with the records (CLI start-up)
+    import pandas as pd
 
 from .layout import Tile, tiles_json
 from .tokens import token_char_spans
@@ -120,9 +124,11 @@ class SampleRow:
         return dataclasses.asdict(self)
 
 
-def token_rows(sample_id: str, trace: SampleTrace, tokenizer: Any) -> tuple[str, pd.DataFrame]:
+def token_rows(sample_id: str, trace: SampleTrace, tokenizer: Any) -> tuple[str, "pd.DataFrame"]:
     """The output text and the store's tokens table of one sample: one row per generated token with its
     char span and per-token summaries (head and layer means of the recorded statistics)."""
+    import pandas as pd
+
     ids = trace.generated_ids
     text, spans = token_char_spans(tokenizer, ids)
     head, layer = trace.head, trace.layer

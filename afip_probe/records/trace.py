@@ -54,6 +54,11 @@ class SampleTrace:
     def num_tokens(self) -> int:
         return len(self.generated_ids)
 
+    @property
+    def var(self) -> np.ndarray:
+        """VAR (Eq. 2) of each generated token, the mean over layers and heads: [T]."""
+        return self.head["var"].mean(axis=(1, 2))
+
     def arrays(self) -> dict[str, np.ndarray]:
         """Every recorded array under its stored name (`array_name`), as a store writes them."""
         out: dict[str, np.ndarray] = {}

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from safetensors import safe_open
 
-from ..errors import StoreError
+from ..errors import StoreError, option
 from .schema import SAMPLES_DIR, TENSORS_DIR, TOKENS_DIR, safe_id
 from .writer import read_manifest
 
@@ -31,7 +31,8 @@ class LazyArrays(Mapping[str, np.ndarray]):
                 self._keys = list(f.keys())
                 self.metadata = f.metadata() or {}
         except Exception as e:  # truncated or damaged file
-            raise StoreError(f"{path} is damaged or truncated ({e}); re-run that sample with --resume") from e
+            raise StoreError(f"{path} is damaged or truncated ({e}); re-run that sample with {option('resume')}"
+                             ) from e
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._keys:
@@ -60,6 +61,14 @@ class TraceStore:
         if not self.root.is_dir():
             raise StoreError(f"no trace store at {self.root}")
         self.manifest = read_manifest(self.root)
+        #: the summary of the run that just wrote this store (`afip_probe.trace_images`), else None
+        self.run: Any = None
+
+    @property
+    def sample_ids(self) -> list[str]:
+        """The ids of the finished samples, in the store's order."""
+        ok = self.samples(status="ok")
+        return [] if ok.empty else [str(s) for s in ok["sample_id"]]
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -75,7 +84,8 @@ class TraceStore:
             try:
                 tables.append(pq.read_table(f))
             except Exception as e:
-                raise StoreError(f"{f} is damaged or truncated ({e}); re-run that sample with --resume") from e
+                raise StoreError(f"{f} is damaged or truncated ({e}); re-run that sample with "
+                                 f"{option('resume')}") from e
         if not tables:
             return pd.DataFrame()
         return pa.concat_tables(tables, promote_options="default").to_pandas()

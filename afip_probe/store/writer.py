@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from safetensors.numpy import save_file
 
 from .._version import __version__
-from ..errors import StoreError
+from ..errors import StoreError, option
 from ..jsonio import read_json
 from ..records import SampleRow, SampleTrace
 from .schema import MANIFEST, RESUME_KEYS, SAMPLES_DIR, SCHEMA_VERSION, TENSORS_DIR, TOKENS_DIR, safe_id
@@ -80,10 +80,11 @@ class StoreWriter:
         if (root / MANIFEST).exists():
             read_manifest(root)
             if not resume:
-                raise StoreError(f"{root} already holds a trace store; pass --resume to finish it, or choose a "
-                                 "new --out")
+                raise StoreError(f"{root} already holds a trace store; pass {option('resume')} to finish it, or "
+                                 f"choose a new {option('out')}")
         elif root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise StoreError(f"{root} exists and is not an empty folder nor a trace store; choose a new --out")
+            raise StoreError(f"{root} exists and is not an empty folder nor a trace store; choose a new "
+                             f"{option('out')}")
 
     def __init__(self, path: str | os.PathLike, settings: dict[str, Any], resume: bool = False):
         self.root = Path(path)
