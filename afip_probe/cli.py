@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "docs/index.md; each COMMAND --help lists its flags.")
     parser.add_argument("--version", action="version", version=f"afip-probe {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do (COMMAND --help: its flags)")
     for command in COMMANDS:
         command.register(sub)
     return parser

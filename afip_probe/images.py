@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import AfipError
+from .errors import AfipError, option
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -83,7 +83,7 @@ def _manifest(path: Path) -> list[tuple[str, Path, tuple[Path, ...], str | None]
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as e:
-            raise AfipError(f"--images {path}, line {number}: not JSON ({e.msg}); write one "
+            raise AfipError(f"{option('images')} {path}, line {number}: not JSON ({e.msg}); write one "
                             '{"images": [...], "prompt": "..."} per line') from e
         images = entry.get("images") if isinstance(entry, dict) else None
         if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
@@ -108,15 +108,15 @@ def collect_images(specs: Sequence[str | Path]) -> list[ImageItem]:
     for spec in specs:
         p = Path(spec)
         if not p.exists():
-            raise AfipError(f"--images {spec}: no such file or folder")
+            raise AfipError(f"{option('images')} {spec}: no such file or folder")
         if p.is_dir():
             found = _folder_images(p)
             if not found:
-                raise AfipError(f"--images {spec}: the folder and its subfolders hold no image files "
+                raise AfipError(f"{option('images')} {spec}: the folder and its subfolders hold no image files "
                                 f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
             entries.extend((sid, f, (), None) for sid, f in found)
         elif p.suffix.lower() not in IMAGE_EXTENSIONS | {".txt", ".jsonl"}:
-            raise AfipError(f"--images {spec}: not an image file, a .txt list of paths nor a .jsonl manifest "
+            raise AfipError(f"{option('images')} {spec}: not an image file, a .txt list of paths nor a .jsonl manifest "
                             f"(image types: {', '.join(sorted(IMAGE_EXTENSIONS))})")
         elif p.suffix.lower() == ".txt":
             lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
@@ -128,7 +128,7 @@ def collect_images(specs: Sequence[str | Path]) -> list[ImageItem]:
         else:
             entries.append((p.stem, p, (), None))
     if not entries:
-        raise AfipError("no images given: pass --images with a folder, image files, a .txt list of paths or a "
+        raise AfipError(f"no images given: pass {option('images')} with a folder, image files, a .txt list of paths or a "
                         ".jsonl manifest")
     items, seen = [], {}
     for sid, path, paths, prompt in entries:

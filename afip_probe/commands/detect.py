@@ -36,7 +36,7 @@ def _tables(args: argparse.Namespace) -> Any:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="train and evaluate hallucination detectors on trace stores")
-    dsub = p.add_subparsers(dest="detect_command", metavar="ACTION", required=True)
+    dsub = p.add_subparsers(dest="detect_command", metavar="ACTION", required=True, help="train or eval")
     for name in ("train", "eval"):
         d = dsub.add_parser(name, help="fit a detector on stores' object tokens and save it as JSON" if name == "train"
                             else "single signals and cross-validated detectors, or a saved detector on new stores")

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("organism", help="the bundled model organism: draw scenes, evaluate, retrain",
                        description="The model organism (docs/design.md §9): a small trained LLaVA on synthetic "
                        "COCO scenes.")
-    osub = p.add_subparsers(dest="organism_command", metavar="ACTION", required=True)
+    osub = p.add_subparsers(dest="organism_command", metavar="ACTION", required=True,
+                            help="scenes, eval or train")
 
     s = osub.add_parser("scenes", help="draw a split of scenes as a COCO-format dataset")
     s.add_argument("--split", default="val", choices=["train", "val"], help="the training scenes or the held-out "
