@@ -360,3 +360,29 @@ def compare(model: Any, images: Any, out: str | os.PathLike, correct: Sequence[s
                             annotations=annotations, loaded=model if _is_loaded(model) else None,
                             history_ablation=history_ablation, sample=sample, max_images=max_images, resume=resume,
                             overwrite=overwrite, progress=progress)
+
+
+def copy_notebooks(out: str | os.PathLike = "notebooks", *, overwrite: bool = False) -> list[Path]:
+    """Copy the packaged notebooks (Findings 1 and 2, heatmaps and correction) into `out`; they use only the
+    top-level API and the bundled organism, so they run against this installation. Returns their paths.
+
+    Example:
+        >>> import tempfile
+        >>> [p.name for p in copy_notebooks(tempfile.mkdtemp() + "/nb")][0]
+        '01_finding1_spatial_inconsistency.ipynb'
+    """
+    import shutil
+    from importlib import resources
+
+    from .outputs import claim_dir
+
+    packaged = sorted((p for p in resources.files("afip_probe").joinpath("notebooks").iterdir()
+                       if p.name.endswith(".ipynb")), key=lambda p: p.name)
+    if not packaged:
+        raise AfipError("no notebooks in this installation of afip-probe; reinstall it")
+    root = claim_dir(out, "notebooks", writes=[p.name for p in packaged], overwrite=overwrite)
+    copied = []
+    for p in packaged:
+        with resources.as_file(p) as src:
+            copied.append(Path(shutil.copyfile(src, root / p.name)))
+    return copied
