@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup setup-vision browser test test-fast test-vision demo bench clean
+.PHONY: setup setup-vision browser test test-fast test-vision demo docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -56,6 +56,16 @@ test-fast: setup browser
 demo: setup
 	$(VENV)/bin/afip-probe demo --out demo-out --overwrite
 
+# The documentation site (mkdocs.yml): the docs extra (mkdocs-material, mkdocstrings-python, mkdocs-jupyter,
+# pinned in constraints.txt) goes into the project venv; --strict fails on any broken link, anchor or API
+# reference. Open site/index.html, or serve it with `.venv/bin/mkdocs serve`.
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
+
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e ".[docs]"
+	touch $@
+
 bench: setup
 	$(PY) benchmarks/store_size.py
 	$(PY) benchmarks/generation_cost.py
@@ -65,4 +75,4 @@ bench: setup
 	$(PY) benchmarks/explorer_size.py
 
 clean:
-	rm -rf $(VENV) $(VISION_VENV) demo-out .pytest_cache
+	rm -rf $(VENV) $(VISION_VENV) demo-out site .pytest_cache
