@@ -62,7 +62,7 @@ def _help(action: argparse.Action, parser: argparse.ArgumentParser) -> str:
     text = action.help or ""
     if "%" in text:  # argparse's own expansion (%(default)s, %(prog)s)
         text = parser._get_formatter()._expand_help(action)
-    if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
+    if action.choices is not None and action.metavar is not None:  # else the argument column shows them
         text += f" (one of: {', '.join(map(str, action.choices))})"
     if action.required and action.option_strings:
         text = "**required.** " + text
@@ -75,7 +75,7 @@ def _anchor(path: tuple[str, ...]) -> str:
 
 def command_markdown(path: tuple[str, ...], parser: argparse.ArgumentParser) -> str:
     """One command's section: heading, description, usage and arguments."""
-    level = "#" * min(2 + max(len(path) - 1, 0), 4)
+    level = "###" if len(path) < 2 else "####"  # under docs/cli.md's "## Reference"
     title = "afip-probe " + " ".join(path) if path else "afip-probe"
     lines = [f"{level} `{title}` {{#{_anchor(path)}}}", ""]
     if parser.description:

@@ -13,7 +13,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import griffe
+try:
+    import griffe
+except ImportError:  # the docs extra is not installed: `fence_doctests` still works (tests/test_docs.py)
+    griffe = None  # type: ignore[assignment]
 
 _DIRECTIVE = re.compile(r"\s*#\s*doctest:.*$")
 
@@ -49,9 +52,10 @@ def fence_doctests(text: str) -> str:
     return "\n".join(out)
 
 
-class DoctestFences(griffe.Extension):
-    """Fence the doctest blocks of every docstring before it is parsed."""
+if griffe is not None:
+    class DoctestFences(griffe.Extension):
+        """Fence the doctest blocks of every docstring before it is parsed."""
 
-    def on_object(self, *, obj: griffe.Object, loader: Any = None, **kwargs: Any) -> None:
-        if obj.docstring is not None and ">>>" in obj.docstring.value:
-            obj.docstring.value = fence_doctests(obj.docstring.value)
+        def on_object(self, *, obj: Any, loader: Any = None, **kwargs: Any) -> None:
+            if obj.docstring is not None and ">>>" in obj.docstring.value:
+                obj.docstring.value = fence_doctests(obj.docstring.value)
