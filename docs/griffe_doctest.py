@@ -59,3 +59,7 @@ if griffe is not None:
         def on_object(self, *, obj: Any, loader: Any = None, **kwargs: Any) -> None:
             if obj.docstring is not None and ">>>" in obj.docstring.value:
                 obj.docstring.value = fence_doctests(obj.docstring.value)
+
+        def on_package(self, *, pkg: Any, loader: Any = None, **kwargs: Any) -> None:
+            """The top package itself (griffe fires `on_object` for its members only)."""
+            self.on_object(obj=pkg, loader=loader)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DESIGN = ROOT / "docs" / "design.md"
-#: where the design document is cited: code, help texts, tests, notebooks, benchmarks, scripts, docs, packaging
-CITING = ["afip_probe", "tests", "notebooks", "benchmarks", "scripts", "docs", "pyproject.toml"]
+#: where the design document is cited: code, help texts, tests, notebooks, benchmarks, scripts, docs, packaging, README
+CITING = ["afip_probe", "tests", "notebooks", "benchmarks", "scripts", "docs", "pyproject.toml", "README.md"]
 SUFFIXES = {".py", ".md", ".ipynb", ".toml", ".txt", ".yml", ".yaml", ".json"}
 DOC = "design" + ".md"  # spelled in two parts so that this file cites nothing itself
 #: "<doc> §3", "<doc> §3, §5", "<doc> §3/§5", "<doc> §3 and §8": every section number of one citation
@@ -116,6 +116,17 @@ def test_site_navigation_has_the_stable_pages():
         assert re.search(rf":\s+{re.escape(page)}\s*$", nav, re.MULTILINE), f"{page} is not in mkdocs.yml's nav"
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert f"notebooks/{notebook.name}" in nav, f"{notebook.name} is not in mkdocs.yml's nav"
+
+
+def _hello_world(text: str) -> str:
+    return re.search(r"^## Hello world\n.*?^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL).group(1)
+
+
+def test_getting_started_shows_the_readmes_hello_world():
+    """The README's hello world is the one tests/test_api.py runs verbatim; the docs show the same lines."""
+    readme = _hello_world((ROOT / "README.md").read_text())
+    assert "ap.load(" in readme
+    assert _hello_world((ROOT / "docs" / "getting-started.md").read_text()) == readme
 
 
 def test_docstring_examples_are_fenced_as_code():
