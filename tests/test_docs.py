@@ -97,7 +97,8 @@ def test_cli_reference_lists_every_command_and_flag():
         for name, sub in _subcommands(parser).items():
             parsers[(*path, name)] = sub
             parsers.update({(*path, name, n): s for n, s in _subcommands(sub).items()})
-    assert {("trace",), ("figures",), ("explore",), ("detect", "train"), ("organism", "scenes"), ("demo",)} <= set(parsers)
+    expected = {("trace",), ("figures",), ("explore",), ("detect", "train"), ("organism", "scenes"), ("demo",)}
+    assert expected <= set(parsers)
     for path, parser in parsers.items():
         heading = "`" + " ".join(("afip-probe", *path)) + "`"
         assert re.search(rf"^#+ {re.escape(heading)} ", markdown, re.MULTILINE), f"no section for {heading}"

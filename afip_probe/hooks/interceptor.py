@@ -429,8 +429,9 @@ def trace(
     row is scored a second time for the record. `exact=False` (single-read) reads each decoding step's keys
     once: the recorded score row is also the one the output is computed from, with afip-probe's arithmetic
     (softmax(B)·V in float32), so the record is exactly the attention that produced the token and the
-    outputs differ from the model's own by float rounding (docs: "What tracing costs"). Prefill always runs
-    the model's own function. Rows a modifier changes get their output from afip-probe's arithmetic too.
+    outputs differ from the model's own by float rounding (docs/benchmarks.md: "Single-read output drift").
+    Prefill always runs the model's own function. Rows a modifier changes get their output from afip-probe's
+    arithmetic too.
 
     Example:
         >>> from afip_probe.models import tiny, adapter_for
