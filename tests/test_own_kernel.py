@@ -42,8 +42,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: the three implementations: fp32 3e-7 / 2e-8; fp16 4e-5 / 9e-6; bf16 4e-4 / 8e-5 (PaliGemma 2 aside)
 TOLERANCE = {"fp32": (1e-5, 1e-5), "fp16": (5e-4, 5e-5), "bf16": (5e-3, 5e-4)}
 #: PaliGemma 2's scores are ~100x the others' (order 10, to make its cap of 2 matter), and half-precision q·K
-#: rounding grows with them: measured fp16 8e-4 / 1.4e-4, bf16 6.5e-3 / 1.4e-3; its half-precision tolerances x4
-TOLERANCE_SCALE = {"paligemma2": 4.0}
+#: rounding grows with them: measured fp16 8e-4 / 1.4e-4, bf16 7.4e-3 / 2.1e-3; its half-precision tolerances x6
+TOLERANCE_SCALE = {"paligemma2": 6.0}
 MODELS = {
     "llava": lambda: tiny.tiny_llava(layers=2, heads=4, kv_heads=2),
     "mistral3": families.mistral3,  # windowed
