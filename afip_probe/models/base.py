@@ -49,7 +49,7 @@ def refuse_cross_attention(config: Any, name: str) -> None:
             f"{name} reads the image through cross-attention layers (Mllama / Llama 3.2 Vision), not through "
             "image tokens in the prompt: its self-attention rows have no image keys, so VAR, entropy and the gap "
             "would mean nothing, and afip-probe does not record cross-attention rows. Trace a model that puts "
-            "image tokens in the prompt (see the README's model families table)"
+            "image tokens in the prompt (the model families table: docs/families.md)"
         )
 
 

@@ -20,7 +20,7 @@ from .llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
 from .qwen2_vl import Glm4vAdapter, Qwen25VLAdapter, Qwen2VLAdapter, Qwen3VLAdapter
 from .tiled import AyaVisionAdapter, Gemma3Adapter, GotOcr2CropsAdapter, Idefics3Adapter, SmolVLMAdapter
 
-#: model_type of the top-level config -> adapter class (README: the families table)
+#: model_type of the top-level config -> adapter class (the families table: docs/families.md)
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     "llava": LlavaAdapter,
     "llava_next": LlavaNextAdapter,
