@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from ..errors import AfipError, UnsupportedModelError
 from ..organism import checkpoint_dir
+from ..records import ORGANISM, model_name
 from .base import SUPPORTED_FAMILIES, ModelAdapter, read_image_token_id, refuse_cross_attention
 from .compat import patch_llama4_output
 from .registry import adapter_for
@@ -20,7 +21,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass
 class LoadedModel:
-    """A model ready to trace: the module, its processor and its adapter."""
+    """A model ready to trace: the module, its processor and its adapter, and its `name` in every output
+    (`afip_probe.records.model_name`: ``organism``, a local folder's name, or the hub id)."""
 
     model: Any
     processor: Any
@@ -57,9 +59,11 @@ def load(
     """Load a supported VLM + processor and wrap them with their adapter.
 
     `name_or_path` is a hub id (e.g. ``llava-hf/llava-1.5-7b-hf``), a local directory written by
-    ``save_pretrained``, or ``organism`` for the bundled model organism.
+    ``save_pretrained``, or ``organism`` for the bundled model organism. Outputs name the model
+    `model_name(name_or_path)`, never by an install path.
     """
-    if name_or_path == "organism":  # the bundled checkpoint (docs/design.md §9)
+    name = model_name(name_or_path)
+    if name_or_path == ORGANISM:  # the bundled checkpoint (docs/design.md §9)
         name_or_path = str(checkpoint_dir())
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -93,4 +97,4 @@ def load(
         ) from e
     model.to(dev).eval()
     processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    return LoadedModel(model=model, processor=processor, adapter=adapter_for(model, processor), name=name_or_path)
+    return LoadedModel(model=model, processor=processor, adapter=adapter_for(model, processor), name=name)
