@@ -15,8 +15,8 @@ from scipy import stats as sps  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from afip_probe.plots import findings as pf  # noqa: E402
-from afip_probe.plots.heatmap import draw_heatmap, head_grid, pixel_heat  # noqa: E402
-from afip_probe.records.layout import processor_region  # noqa: E402
+from afip_probe.plots.heatmap import draw_heatmap, draw_tiled, head_grid, pixel_heat  # noqa: E402
+from afip_probe.records.layout import processor_region, single_tile  # noqa: E402
 
 
 def synthetic_table(model: str = "m1", n_captions: int = 30, length: int = 40, seed: int = 0) -> pd.DataFrame:
@@ -211,6 +211,29 @@ def test_one_hot_patch_lights_exactly_its_region():
         fig = draw_heatmap(Image.new("RGB", (80, 50)), values, grid, region=region)
         drawn = fig.axes[0].images[1].get_array()
         np.testing.assert_array_equal(np.ma.filled(drawn, -1) == 1.0, want)
+
+
+@pytest.mark.parametrize("draw", ["draw_heatmap", "draw_tiled"])
+def test_colour_bar_ticks_are_distinct_and_whole(draw):
+    """The colour bar of a real map's scale (small values) has a few tick labels, all different, each drawn whole
+    inside the figure (a clipped '0.025' reads '0.02', the same as '0.020'); its colours are opaque."""
+    values = np.linspace(0.0, 0.0273, 64)
+    image = Image.new("RGB", (96, 96))
+    fig = (draw_heatmap(image, values, (8, 8)) if draw == "draw_heatmap"
+           else draw_tiled(image, values, single_tile(64, (8, 8), (0, 0, 96, 96))))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    bar = fig.axes[-1]
+    lo, hi = bar.get_ylim()
+    shown = [t for t in bar.yaxis.get_major_ticks() if lo <= t.get_loc() <= hi]
+    texts = [t.label2.get_text() or t.label1.get_text() for t in shown]
+    assert len(texts) >= 3 and len(set(texts)) == len(texts), texts
+    for t in shown:
+        label = t.label2 if t.label2.get_visible() else t.label1
+        box = label.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, (label.get_text(), box, fig.bbox)
+    assert "attention" in bar.get_ylabel()
+    assert fig.axes[0].images[1].colorbar.solids.get_alpha() == 1.0
 
 
 def _patch_brightness(pixel_values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePath
 
 #: the name of the bundled model organism
@@ -28,12 +29,12 @@ def model_name(name_or_path: str | Path) -> str:
     text = str(name_or_path).strip()
     if text in ("", ORGANISM):
         return text
-    path = PurePath(text.rstrip("/\\") or text)
-    if path.parts[-len(_ORGANISM_PARTS):] == _ORGANISM_PARTS:
+    parts = [p for p in re.split(r"[\\/]+", text) if p]  # POSIX or Windows separators
+    if tuple(parts[-len(_ORGANISM_PARTS):]) == _ORGANISM_PARTS:
         return ORGANISM
     local = Path(text)
     if local.is_dir():  # a local save_pretrained folder: its own name
         return local.resolve().name
-    if path.is_absolute() or text.startswith(("./", "../", "~")) or "\\" in text:
-        return path.name or text  # a folder that is gone (a store from another machine)
+    if PurePath(text).is_absolute() or text.startswith(("./", "../", "~")) or "\\" in text or ":" in text:
+        return parts[-1] if parts else text  # a folder that is gone (a store from another machine)
     return text  # a hub id
