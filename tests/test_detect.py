@@ -308,7 +308,7 @@ def test_figures_draw_the_recorded_risk(organism, tmp_path):
     assert "risk" in df
     fig = all_figures(df, n_resamples=50)["risk_caption"]
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "hallucination risk (detector)"
+    assert fig.get_supylabel() == "hallucination risk (detector)"
     drawn = np.concatenate([line.get_ydata() for line in ax.get_lines()])
     assert np.isin(np.round(df.risk.to_numpy(), 5), np.round(drawn, 5)).any()
     assert "risk_caption" not in all_figures(token_table(st.open(organism / "train")), n_resamples=50)

@@ -283,6 +283,10 @@ def test_claims_read_the_papers_findings_off_the_numbers():
     assert "weakly" in f.claims()[2].verdict if abs(r) < 0.3 else "weakly" not in f.claims()[2].verdict
     opposite = findings(planted.assign(attn_entropy_all=-planted.attn_entropy_all))  # hallucinated lower
     assert opposite.claims()[0].verdict.startswith("not shown: the opposite direction")
+    noisy = planted.assign(var_all=planted.var_all + np.random.default_rng(2).normal(0, 0.5, len(planted)))
+    weak = findings(noisy)
+    r, p = sps.spearmanr(noisy.step, noisy.var_all)
+    assert -0.3 < r < 0 and p < 0.05 and weak.claims()[2].verdict.startswith("shown, weakly")
 
     shuffled = planted.copy()
     rows = shuffled.label != "none"
@@ -297,4 +301,6 @@ def test_claims_read_the_papers_findings_off_the_numbers():
     assert all(abs(a - 0.5) <= 0.05 for a in aucs) and verdicts["Fig. 5"].startswith("not shown: every AUC is near 0.5")
     assert verdicts["Fig. 4 left"].startswith("shown")  # KL and token entropy do not depend on the labels
     assert "do not hold for Fig. 2b" in g.claims_summary() and "hold for Fig. 4 left" in g.claims_summary()
+    for table in (f.claims_markdown(), g.claims_markdown(), weak.claims_markdown()):
+        assert [line.count("|") for line in table.splitlines()] == [5] * 7  # 4 columns: no stray pipes in a cell
     assert g.claims_markdown().count("\n") == 6

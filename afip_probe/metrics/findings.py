@@ -45,7 +45,12 @@ class Claim:
 
 
 def _p(p: float) -> str:
-    return "n/a" if not np.isfinite(p) else f"{p:.2g}" if p >= 1e-300 else "< 1e-300"
+    """``p = 0.54``, ``p < 1e-300`` (a p-value that underflowed to 0) or ``p n/a``."""
+    return "p n/a" if not np.isfinite(p) else f"p = {p:.2g}" if p >= 1e-300 else "p < 1e-300"
+
+
+def _and(items: list[str]) -> str:
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
 
 
 def _direction(effect: float, p: float, alpha: float, what: str, r: float | None = None) -> str:
@@ -53,11 +58,11 @@ def _direction(effect: float, p: float, alpha: float, what: str, r: float | None
     if not (np.isfinite(p) and np.isfinite(effect)):
         return "not measurable here (too few object tokens)"
     if p >= alpha:
-        return f"not shown: no significant difference (p = {_p(p)} ≥ {alpha})"
+        return f"not shown: no significant difference ({_p(p)}, not below {alpha})"
     if effect <= 0:
-        return f"not shown: the opposite direction (p = {_p(p)})"
+        return f"not shown: the opposite direction ({_p(p)})"
     if r is not None and abs(r) < 0.3:
-        return f"shown, weakly ({what}, |r| = {abs(r):.2f} < 0.3)"
+        return f"shown, weakly ({what}; r = {r:.2f}, closer to 0 than ±0.3)"
     return f"shown ({what})"
 
 
@@ -119,16 +124,16 @@ class Findings:
         return [
             Claim("Fig. 2b", "hallucinated object tokens spread their attention over the image: higher "
                   "attention entropy (Eq. 1) than real ones",
-                  f"real {e.mean_a:.3f} vs hallucinated {e.mean_b:.3f}, Mann–Whitney p = {_p(e.mannwhitney_p)}",
+                  f"real {e.mean_a:.3f} vs hallucinated {e.mean_b:.3f}, Mann–Whitney {_p(e.mannwhitney_p)}",
                   _direction(e.mean_b - e.mean_a, e.mannwhitney_p, alpha, "hallucinated tokens higher")),
             Claim("Fig. 4 left", "heads disagree (cross-head KL, Eq. 3) when the model is unsure (token "
-                  "entropy, Eq. 4)", f"Spearman r = {k.spearman_r:.3f}, p = {_p(k.spearman_p)}, n = {k.n}",
+                  "entropy, Eq. 4)", f"Spearman r = {k.spearman_r:.3f}, {_p(k.spearman_p)}, n = {k.n}",
                   _direction(k.spearman_r, k.spearman_p, alpha, "positive correlation", k.spearman_r)),
             Claim("Fig. 3 left", "visual attention (VAR, Eq. 2) fades along the caption",
-                  f"Spearman r of VAR with token position = {v.spearman_r:.3f}, p = {_p(v.spearman_p)}",
+                  f"Spearman r of VAR with token position = {v.spearman_r:.3f}, {_p(v.spearman_p)}",
                   _direction(-v.spearman_r, v.spearman_p, alpha, "VAR falls", v.spearman_r)),
             Claim("Fig. 3 right", f"tokens with low VAR hallucinate more (lowest {lv.quantile:.0%} vs the rest)",
-                  f"hallucination rate {lv.low_rate:.3f} vs {lv.rest_rate:.3f}, Fisher p = {_p(lv.fisher_p)}",
+                  f"hallucination rate {lv.low_rate:.3f} vs {lv.rest_rate:.3f}, Fisher {_p(lv.fisher_p)}",
                   _direction(lv.low_rate - lv.rest_rate, lv.fisher_p, alpha, "low-VAR tokens hallucinate more")),
             Claim("Fig. 5", "the text–visual gap (peak gap T − V, mean gap) detects hallucinated tokens",
                   f"AUC peak gap {self.auc_peak_gap:.3f}, mean gap {self.auc_mean_gap:.3f}",
@@ -148,8 +153,8 @@ class Findings:
         shown = [c.figure for c in cs if c.verdict.startswith("shown")]
         not_shown = [c.figure for c in cs if not c.verdict.startswith("shown")]
         return (f"On these {self.n_real + self.n_hallucinated} object tokens ({self.n_hallucinated} hallucinated), "
-                f"the paper's claims hold for {', '.join(shown) or 'none of the figures'} and do not hold for "
-                f"{', '.join(not_shown) or 'none'} (a claim holds when its test is significant at p < {alpha} in "
+                f"the paper's claims hold for {_and(shown) or 'none of the figures'}; they do not hold for "
+                f"{_and(not_shown) or 'none'} (a claim holds when its test is significant at p < {alpha} in "
                 f"the paper's direction; an AUC within 0.5 ± {chance} is chance).")
 
     def as_dict(self) -> dict[str, object]:
