@@ -179,7 +179,7 @@ def _overlaps(a, b) -> bool:
 
 @pytest.mark.parametrize("n_tables", [1, 2])
 def test_legends_sit_off_the_data(n_tables):
-    """Every legend of every Findings figure lies outside every axes' data area."""
+    """Every legend of every Findings figure lies outside every axes' data area, whole inside the figure."""
     tables = {f"run-{k}": synthetic_table(f"m{k}", seed=k) for k in range(n_tables)}
     for stem, fig in pf.all_figures(tables, n_resamples=50).items():
         fig.canvas.draw()
@@ -188,6 +188,7 @@ def test_legends_sit_off_the_data(n_tables):
         assert legends, stem
         for legend in legends:
             box = legend.get_window_extent(renderer)
+            assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0, (stem, box, fig.bbox)
             for ax in fig.axes:
                 if ax.get_visible() and ax.axison:
                     assert not _overlaps(box, ax.get_window_extent(renderer)), (stem, legend, ax.get_title())

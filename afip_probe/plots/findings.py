@@ -87,9 +87,15 @@ def _panels(n: int, size: tuple[float, float], rows: int = 1, sharey: bool = Fal
 
 
 def legend_below(fig: Any, handles: Sequence[Any], labels: Sequence[str], ncols: int | None = None) -> Any:
-    """One legend for the whole figure, below every panel (off the data)."""
-    return fig.legend(handles, labels, loc="outside lower center", ncols=ncols or len(labels), fontsize=8,
-                      frameon=False)
+    """One legend for the whole figure, below every panel (off the data), in as many columns as fit the
+    figure's width (one entry per row at the narrowest)."""
+    renderer = fig.canvas.get_renderer()
+    for n in range(ncols or len(labels), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=n, fontsize=8, frameon=False)
+        if n == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width * 0.98:
+            return legend
+        legend.remove()
+    return legend
 
 
 def _each(frames: Any, draw: Callable[[pd.DataFrame, Any, str], None], size: tuple[float, float],
