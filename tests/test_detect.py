@@ -32,6 +32,28 @@ def _synthetic(planted: float, seed: int = 0, captions: int = 120) -> pd.DataFra
     return df
 
 
+def test_a_signal_is_listed_once_when_two_names_are_one_array():
+    """On a 4-layer model the range late is layer 3 and middle is layer 2: each array is one feature, named by
+    its range; no two features hold the same values and every metric column's values are among them."""
+    rng = np.random.default_rng(0)
+    per_layer = {f"layer{i}": rng.normal(size=50) for i in range(4)}
+    arrays = dict(per_layer, all=np.mean(list(per_layer.values()), axis=0),
+                  early=(per_layer["layer0"] + per_layer["layer1"]) / 2, middle=per_layer["layer2"],
+                  late=per_layer["layer3"])
+    order = ["all", "early", "middle", "late", "layer0", "layer1", "layer2", "layer3"]  # as token_table writes them
+    df = pd.DataFrame({f"{m}_{r}": arrays[r] + k for k, m in enumerate(("var", "kl")) for r in order})
+    df["token_entropy"], df["logprob"], df["relative_position"] = 0.0, 0.0, 0.0
+    names = detect.feature_names(df)
+    assert [n for n in names if n.startswith("var_")] == ["var_all", "var_early", "var_middle", "var_late",
+                                                          "var_layer0", "var_layer1"]
+    metric = [n for n in names if n.startswith(("var_", "kl_"))]
+    for i, a in enumerate(metric):
+        assert not any(np.array_equal(df[a], df[b]) for b in metric[i + 1:]), a
+    for col in df.columns[:16]:
+        assert any(np.array_equal(df[col], df[n]) for n in metric), col
+    assert detect.feature_names(df.drop(columns=["var_layer3"]))[:4] == names[:4]
+
+
 def test_grouped_folds_never_split_a_caption():
     groups = np.repeat(np.arange(37), np.random.default_rng(1).integers(1, 9, 37))
     folds = detect.grouped_folds(groups, 5)
@@ -253,6 +275,9 @@ def test_detect_eval_writes_its_table_and_figures(organism, tmp_path, capsys):
                  "--folds", "3"]) == 0
     table = pd.read_csv(out / "detectors.csv")
     assert table.detector.iloc[0].startswith("logistic") and table.detector.iloc[1].startswith("mlp")
+    # the organism has 4 layers: late is layer 3 and middle layer 2, one array each, listed once
+    singles = set(table.detector.iloc[2:])
+    assert {"var_late", "var_middle", "var_layer0"} <= singles and not {"var_layer3", "var_layer2"} & singles
     assert ((table.AUROC >= 0) & (table.AUROC <= 1)).all() and (out / "detectors.png").stat().st_size > 1000
     assert main(["detect", "eval", str(organism / "train"), "--detector", str(organism / "live.json"), "--out",
                  str(tmp_path / "transfer"), "--resamples", "50"]) == 0
@@ -283,7 +308,7 @@ def test_figures_draw_the_recorded_risk(organism, tmp_path):
     assert "risk" in df
     fig = all_figures(df, n_resamples=50)["risk_caption"]
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "hallucination risk (detector)"
+    assert fig.get_supylabel() == "hallucination risk (detector)"
     drawn = np.concatenate([line.get_ydata() for line in ax.get_lines()])
     assert np.isin(np.round(df.risk.to_numpy(), 5), np.round(drawn, 5)).any()
     assert "risk_caption" not in all_figures(token_table(st.open(organism / "train")), n_resamples=50)

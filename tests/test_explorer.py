@@ -133,6 +133,66 @@ def test_a_compare_store_shows_its_conditions_side_by_side(stores, browser, tmp_
     assert _errors(browser) == []
 
 
+def _word_spans(tokens):
+    """{step of a labelled token: the steps of its whole word}, from the caption text alone: the tokens from the
+    labelled one on whose text, joined, first covers the mention as written (``wo`` + ``ma`` + ``n.`` ⊇ woman)."""
+    texts = tokens.token_text.tolist()
+    spans = {}
+    for k in np.flatnonzero(tokens.label.astype(str).isin(["real", "hallucinated"]).to_numpy()):
+        word, joined, end = str(tokens.mention.iloc[k]).lower(), "", k
+        while len(joined.lstrip()) < len(word):
+            joined += texts[end]
+            end += 1
+        assert joined.lstrip().lower().startswith(word)
+        spans[int(k)] = list(range(k, end))
+    return spans
+
+
+def test_whole_words_are_coloured_and_the_charts_have_axes_and_keys(stores, browser, tmp_path):
+    """Every token of a labelled word has the word's colour (not only its first); each chart has axes with
+    distinct ticks and a marked object token per label; keys explain the marks and the counts; the title
+    names the model and the store."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from afip_probe.metrics.table import token_table
+
+    assert main(["explore", str(stores / "full"), "--out", str(tmp_path / "ex"), "--no-progress"]) == 0
+    _open(browser, tmp_path / "ex" / "index.html")
+    assert "model: organism · store: full" in browser.title
+    assert browser.find_element(By.ID, "title").text == "model: organism · store: full"
+    key = browser.find_element(By.ID, "list-key").text
+    assert "real" in key and "hallucinated" in key
+
+    table = token_table(st.open(stores / "full"))
+    split = {sid: _word_spans(t.reset_index(drop=True)) for sid, t in table.groupby("sample_id", sort=False)}
+    sid = next(s for s, spans in split.items() if any(len(v) > 1 for v in spans.values()))  # e.g. wo|man
+    browser.find_element(By.CSS_SELECTOR, f'#sample-list li[data-sample="{sid}"]').click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_element("id", "heatmap").get_attribute("data-sample") == sid)
+    toks = browser.find_elements(By.CSS_SELECTOR, f'#view .panel .caption .tok[data-sample="{sid}"]')
+    colour = [browser.execute_script("return getComputedStyle(arguments[0]).backgroundColor", t) for t in toks]
+    tokens = table[table.sample_id == sid].reset_index(drop=True)
+    in_word = {s for steps in split[sid].values() for s in steps}
+    blank = {colour[i] for i in range(len(toks)) if i not in in_word}
+    assert len(blank) == 1
+    for first, steps in split[sid].items():
+        assert {colour[s] for s in steps} == {colour[first]} and colour[first] not in blank, (first, steps)
+    assert len({colour[f] for f in split[sid] if tokens.label[f] == "real"}) == 1
+
+    panel = browser.find_element(By.CSS_SELECTOR, "#view .panel")
+    assert "hallucinated object token" in panel.find_element(By.CSS_SELECTOR, ".chart-legend").text
+    charts = panel.find_elements(By.CSS_SELECTOR, ".charts svg[data-metric]")
+    assert [c.get_attribute("data-metric") for c in charts] == ["var_all", "attn_entropy_all", "token_entropy"]
+    for chart in charts:
+        for axis in ("x-axis", "y-axis"):
+            ticks = [t.text for t in chart.find_elements(By.CSS_SELECTOR, f".{axis} text.tick")]
+            assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), (axis, ticks)
+        assert chart.find_element(By.CSS_SELECTOR, ".axis-label").text == "token position"
+        assert len(chart.find_elements(By.CSS_SELECTOR, ".hall-mark")) == (tokens.label == "hallucinated").sum()
+        assert len(chart.find_elements(By.CSS_SELECTOR, ".real-mark")) == (tokens.label == "real").sum()
+    assert _errors(browser) == []
+
+
 def test_the_notebook_view_is_the_same_page_inline(stores, browser, tmp_path):
     """`afip_probe.explore(store)` in Jupyter: one document, data and images inline, same page."""
     import afip_probe

@@ -15,8 +15,8 @@ from scipy import stats as sps  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from afip_probe.plots import findings as pf  # noqa: E402
-from afip_probe.plots.heatmap import draw_heatmap, head_grid, pixel_heat  # noqa: E402
-from afip_probe.records.layout import processor_region  # noqa: E402
+from afip_probe.plots.heatmap import draw_heatmap, draw_tiled, head_grid, pixel_heat  # noqa: E402
+from afip_probe.records.layout import processor_region, single_tile  # noqa: E402
 
 
 def synthetic_table(model: str = "m1", n_captions: int = 30, length: int = 40, seed: int = 0) -> pd.DataFrame:
@@ -51,14 +51,18 @@ def _close():
     plt.close("all")
 
 
+def _legend_texts(fig):
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
 def test_fig2b_entropy_distributions(table):
     fig = pf.entropy_distributions(table)
     ax = fig.axes[0]
     assert ax.get_xlabel().startswith("attention entropy (Eq. 1)")
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert _legend_texts(fig) == ["real object tokens", "hallucinated object tokens"]
     obj = table[table.label != "none"]
     n_real, n_hall = (obj.label == "real").sum(), (obj.label == "hallucinated").sum()
-    assert legend == [f"real (n={n_real})", f"hallucinated (n={n_hall})"]
+    assert f"(n={n_real})" in ax.get_title() and f"(n={n_hall})" in ax.get_title()
     p = sps.mannwhitneyu(obj[obj.label == "real"].attn_entropy_all, obj[obj.label == "hallucinated"].attn_entropy_all).pvalue
     assert f"{p:.2e}" in ax.get_title() or f"{p:.3f}" in ax.get_title()
 
@@ -68,7 +72,7 @@ def test_fig3_left_one_curve_per_model():
     fig = pf.var_by_position(pd.concat([t1, t2]), min_count=5)
     ax = fig.axes[0]
     lines = ax.get_lines()
-    assert [line.get_label() for line in lines] == ["m1", "m2"]
+    assert [line.get_label() for line in lines] == ["m1", "m2"] == _legend_texts(fig)
     assert len(ax.collections) == 2  # the two ± std bands
     x, y = lines[1].get_data()
     want = t2.groupby("step").var_all.mean()
@@ -77,18 +81,24 @@ def test_fig3_left_one_curve_per_model():
     assert ax.get_xlabel() == "generated token position" and "visual attention ratio" in ax.get_ylabel()
 
 
-def test_fig3_right_captions_and_markers(table):
+def test_fig3_right_one_panel_per_caption_with_its_objects_named(table):
     fig = pf.var_per_caption(table, n=5)
-    ax = fig.axes[0]
-    assert len(ax.get_lines()) == 5
-    shown = table[table.sample_id.isin(table[table.label == "hallucinated"].sample_id.drop_duplicates()[:5])]
-    # one scatter per caption and label, then the two legend proxies
-    hall_points = sum(len(c.get_offsets()) for c in ax.collections[0:10:2])
-    assert hall_points == (shown.label == "hallucinated").sum()
+    panels = [ax for ax in fig.axes if ax.get_lines()]
+    assert len(panels) == 5
+    shown = table[table.label == "hallucinated"].sample_id.drop_duplicates()[:5].tolist()
+    for ax, sid in zip(panels, shown):
+        cap = table[table.sample_id == sid]
+        assert ax.get_title().startswith(sid)
+        np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), cap.var_all)
+        hall, real = ax.collections[0].get_offsets(), ax.collections[1].get_offsets()  # x: hallucinated, o: real
+        np.testing.assert_allclose(np.asarray(hall)[:, 1], cap[cap.label == "hallucinated"].var_all)
+        np.testing.assert_allclose(np.asarray(real)[:, 1], cap[cap.label == "real"].var_all)
+        assert len(ax.texts) == (cap.label != "none").sum()  # every object token named
     obj = table[table.label != "none"]
     cut = np.quantile(obj.var_all, 0.3)
     low = (obj[obj.var_all <= cut].label == "hallucinated").mean()
-    assert f"lowest 30% VAR {low:.3f}" in ax.get_title()
+    assert f"lowest 30% vs the rest: {low:.3f}" in fig.get_suptitle()
+    assert _legend_texts(fig) == ["hallucinated object token", "real object token"]
 
 
 def slow_groups(df, q=5):
@@ -120,16 +130,68 @@ def test_fig4_left_groups_cis_and_correlation(table):
     assert ((t.ci_low <= t.token_entropy) & (t.token_entropy <= t.ci_high)).all()
 
 
-def test_fig5_roc_auc_in_legend(table):
+def test_fig4_axis_label_names_the_grouping_apart_from_the_quantity(table):
+    ax = pf.kl_entropy_groups(table, n_resamples=50).axes[0]
+    top, bottom = ax.get_xlabel().split("\n")
+    assert top == "quantile group of cross-head KL (Eq. 3), layers: all"
+    assert bottom == "(Q1 lowest … Q5 highest)"
+
+
+def test_fig5_roc_auc_in_title(table):
     fig = pf.gap_roc(table)
     ax = fig.axes[0]
     obj = table[table.label != "none"]
     y = obj.label == "hallucinated"
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert len(ax.get_lines()) == 3 and legend[-1] == "chance"
-    for text, col in zip(legend, ("peak_gap_all", "mean_gap_all")):
-        assert text.endswith(f"(AUC = {roc_auc_score(y, obj[col]):.3f})")
+    assert len(ax.get_lines()) == 3
+    assert _legend_texts(fig) == ["peak gap T − V, layers: all", "mean gap (pre-softmax), layers: all",
+                                  "chance (AUC 0.5)"]
+    for name, col in (("peak gap T − V", "peak_gap_all"), ("mean gap (pre-softmax)", "mean_gap_all")):
+        assert f"{name} {roc_auc_score(y, obj[col]):.3f}" in ax.get_title()
     assert ax.get_xlabel() == "false positive rate" and ax.get_ylabel() == "true positive rate"
+
+
+def test_every_figure_draws_every_table_and_names_it():
+    """Two tables: each figure draws both (its own numbers in each panel), titled by their names."""
+    t1, t2 = synthetic_table("m1"), synthetic_table("m2", n_captions=20, seed=3)
+    figs = pf.all_figures({"run-a": t1, "run-b": t2}, n_resamples=50, title="model: m · stores: run-a, run-b")
+    for fig in figs.values():
+        assert fig.get_suptitle().startswith("model: m · stores: run-a, run-b")
+    for stem in ("fig2b_entropy", "fig5_gap_roc"):
+        titles = [ax.get_title() for ax in figs[stem].axes]
+        assert [t.split("\n")[0] for t in titles] == ["run-a", "run-b"], stem
+    for k, t in enumerate((t1, t2)):
+        obj = t[t.label != "none"]
+        y = obj.label == "hallucinated"
+        assert f"peak gap T − V {roc_auc_score(y, obj.peak_gap_all):.3f}" in figs["fig5_gap_roc"].axes[k].get_title()
+        p = sps.mannwhitneyu(obj[~y].attn_entropy_all, obj[y].attn_entropy_all).pvalue
+        assert f"{p:.2e}" in figs["fig2b_entropy"].axes[k].get_title() or \
+            f"{p:.3f}" in figs["fig2b_entropy"].axes[k].get_title()
+        r = sps.spearmanr(obj.kl_all, obj.token_entropy).statistic
+        assert f"Spearman r = {r:.3f}" in figs["fig4_left_kl_entropy"].axes[k].get_title()
+    assert [line.get_label() for line in figs["fig3_left_var_position"].axes[0].get_lines()] == ["run-a", "run-b"]
+    right = [ax.get_title().split(" · ")[0] for ax in figs["fig3_right_var_caption"].axes if ax.get_lines()]
+    assert right == ["run-a"] * 3 + ["run-b"] * 3
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("n_tables", [1, 2])
+def test_legends_sit_off_the_data(n_tables):
+    """Every legend of every Findings figure lies outside every axes' data area, whole inside the figure."""
+    tables = {f"run-{k}": synthetic_table(f"m{k}", seed=k) for k in range(n_tables)}
+    for stem, fig in pf.all_figures(tables, n_resamples=50).items():
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert legends, stem
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0, (stem, box, fig.bbox)
+            for ax in fig.axes:
+                if ax.get_visible() and ax.axison:
+                    assert not _overlaps(box, ax.get_window_extent(renderer)), (stem, legend, ax.get_title())
 
 
 # ----------------------------------------------------------------------------- heatmaps
@@ -150,6 +212,29 @@ def test_one_hot_patch_lights_exactly_its_region():
         fig = draw_heatmap(Image.new("RGB", (80, 50)), values, grid, region=region)
         drawn = fig.axes[0].images[1].get_array()
         np.testing.assert_array_equal(np.ma.filled(drawn, -1) == 1.0, want)
+
+
+@pytest.mark.parametrize("draw", ["draw_heatmap", "draw_tiled"])
+def test_colour_bar_ticks_are_distinct_and_whole(draw):
+    """The colour bar of a real map's scale (small values) has a few tick labels, all different, each drawn whole
+    inside the figure (a clipped '0.025' reads '0.02', the same as '0.020'); its colours are opaque."""
+    values = np.linspace(0.0, 0.0273, 64)
+    image = Image.new("RGB", (96, 96))
+    fig = (draw_heatmap(image, values, (8, 8)) if draw == "draw_heatmap"
+           else draw_tiled(image, values, single_tile(64, (8, 8), (0, 0, 96, 96))))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    bar = fig.axes[-1]
+    lo, hi = bar.get_ylim()
+    shown = [t for t in bar.yaxis.get_major_ticks() if lo <= t.get_loc() <= hi]
+    texts = [t.label2.get_text() or t.label1.get_text() for t in shown]
+    assert len(texts) >= 3 and len(set(texts)) == len(texts), texts
+    for t in shown:
+        label = t.label2 if t.label2.get_visible() else t.label1
+        box = label.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, (label.get_text(), box, fig.bbox)
+    assert "attention" in bar.get_ylabel()
+    assert fig.axes[0].images[1].colorbar.solids.get_alpha() == 1.0
 
 
 def _patch_brightness(pixel_values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

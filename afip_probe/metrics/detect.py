@@ -43,6 +43,7 @@ from sklearn.neural_network import MLPClassifier
 
 from ..errors import AfipError
 from ..jsonio import read_json
+from ..records import model_name
 from .findings import is_hallucinated
 from .table import METRICS, default_layer_ranges, layer_metrics, sample_metrics, token_table
 
@@ -62,17 +63,38 @@ def feature_names(df: pd.DataFrame, ranges: Sequence[str] | None = None, per_lay
     """Feature columns of a token table: each metric per layer range (`ranges`, default all of them) and,
     with `per_layer`, per single layer (ranges named ``layer<i>``), token entropy, log-probability,
     with `position` the relative position along the caption (not known while generating), and with
-    `prior` the token prior (`TOKEN_PRIOR`, learned by `train`)."""
+    `prior` the token prior (`TOKEN_PRIOR`, learned by `train`). A signal is listed once when two range names
+    are one set of layers, hence one array (``late`` and ``layer3`` on a 4-layer model): the first name is kept."""
     names = []
+    layers = range_layers(df)
+    seen: set[tuple[str, Any]] = set()
     for col in df.columns:
         metric, _, rng = col.rpartition("_")
         if metric not in METRICS:
             continue
         is_layer = rng.startswith("layer") and rng[5:].isdigit()
+        same = (metric, layers.get(rng, rng))
+        if same in seen:
+            continue
         if (is_layer and per_layer) or (not is_layer and (ranges is None or rng in ranges)):
+            seen.add(same)
             names.append(col)
     names += ["token_entropy", "logprob"] + (["relative_position"] if position else [])
     return names + ([TOKEN_PRIOR] if prior else [])
+
+
+def range_layers(df: pd.DataFrame) -> dict[str, frozenset[int]]:
+    """The layers of each layer range a token table's columns are named by: its ``layer_ranges`` attribute, else
+    the default ranges and ``layer<i>`` of a model with as many layers as the table has ``layer<i>`` columns.
+
+    >>> sorted(range_layers(pd.DataFrame(columns=["var_late", "var_layer0", "var_layer1"])).items())[:3]
+    [('all', frozenset({0, 1})), ('early', frozenset({0})), ('layer0', frozenset({0}))]
+    """
+    singles = [int(c.rpartition("_layer")[2]) for c in df.columns if c.rpartition("_layer")[2].isdigit()]
+    n = max(singles) + 1 if singles else 0
+    named = (default_layer_ranges(n) | {f"layer{i}": [i] for i in range(n)}) if n else {}
+    named |= df.attrs.get("layer_ranges") or {}
+    return {name: frozenset(int(i) for i in v) for name, v in named.items()}
 
 
 def _xy(df: pd.DataFrame, features: Sequence[str], prior: "TokenPrior | None" = None) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +167,7 @@ class Detector:
         """A warning when this detector's token prior was learned on another model's tokens than `model`'s
         (token ids are each tokenizer's own), else None."""
         trained = self.trained_on.get("model")
-        if self.token_prior is None or not trained or not model or str(model) == str(trained):
+        if self.token_prior is None or not trained or not model or model_name(model) == model_name(trained):
             return None
         return (f"this detector's token prior was learned on {trained}'s token ids, not {model}'s; "
                 "its risks mean little here (train one with --no-token-prior to carry it to another model)")

@@ -2,7 +2,8 @@
 
 Each CHAIR mention is a character span of the output text; the generated token covering its first
 character gets the label ``real`` or ``hallucinated`` (and the object's node word), every other
-token ``none`` (docs/design.md §6). Character spans come from the tokenizer's own decoding, so this works
+token ``none`` (docs/design.md §6). ``word_label`` marks every token of the mention's word with its label
+(``woman`` may be ``wo`` + ``man``), for drawing whole words; the statistics use ``label``. Character spans come from the tokenizer's own decoding, so this works
 for any tokenizer.
 
 Example:
@@ -25,7 +26,8 @@ LABELS = ("none", "real", "hallucinated")
 
 def label_tokens(tokens: pd.DataFrame, samples: pd.DataFrame, chair: Chair,
                  gt: Mapping[Any, set[str]] | None = None) -> pd.DataFrame:
-    """`tokens` plus columns `label`, `object` (node word) and `mention` (the word as written).
+    """`tokens` plus columns `label`, `object` (node word), `mention` (the word as written) and `word_label`
+    (the label on every token of the mention's word, not only its first).
 
     `samples` needs `sample_id`, `image_id` and `output_text`; ground truth is `gt[image_id]` when
     given, else the evaluator's own. A sample that shows several images (its ``image_ids``) has the union
@@ -36,6 +38,7 @@ def label_tokens(tokens: pd.DataFrame, samples: pd.DataFrame, chair: Chair,
     label = np.full(len(out), "none", dtype=object)
     obj = np.full(len(out), "", dtype=object)
     mention = np.full(len(out), "", dtype=object)
+    word_label = np.full(len(out), "none", dtype=object)
     warnings = []
     positions = out.groupby("sample_id").indices
     for row in samples.itertuples(index=False):
@@ -58,11 +61,13 @@ def label_tokens(tokens: pd.DataFrame, samples: pd.DataFrame, chair: Chair,
                 continue
             k = idx[hit[0]]
             label[k] = "hallucinated" if m.hallucinated else "real"
+            word_label[idx[(starts < max(m.char_end, m.char_start + 1)) & (ends > m.char_start)]] = label[k]
             obj[k] = m.node
             mention[k] = m.word
     out["label"] = pd.Categorical(label, categories=LABELS)
     out["object"] = obj
     out["mention"] = mention
+    out["word_label"] = pd.Categorical(word_label, categories=LABELS)
     out.attrs["warnings"] = warnings
     return out
 

@@ -2,7 +2,9 @@
 
 One row per generated token: ``model``, ``condition``, ``sample_id``, ``image_id``, ``step``,
 ``relative_position`` ((step + ½) / caption length), ``token_text``, ``label`` (none / real /
-hallucinated, CHAIR), ``object``, ``token_entropy`` (Eq. 4), ``logprob``, and for every layer range R
+hallucinated, CHAIR, on the first token of each object word), ``object``, ``mention`` (the word as
+written), ``word_label`` (the label on every token of that word), ``token_entropy`` (Eq. 4), ``logprob``,
+and for every layer range R
 (default ``all``, ``early``, ``middle``, ``late``: thirds of the decoder):
 
 =====================  =============================================================
@@ -33,7 +35,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..errors import AfipError, AfipWarning, option
-from ..records import LAYER_FIELDS, Layers, array_name, sample_images
+from ..records import LAYER_FIELDS, Layers, array_name, model_name, sample_images
 from .chair import Chair
 from .labels import label_tokens
 
@@ -190,7 +192,7 @@ def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str
     order_idx = np.concatenate(order)
     frame = labelled.iloc[order_idx].reset_index(drop=True)
     meta = samples.set_index("sample_id")
-    frame.insert(0, "model", str(store.settings.get("model", "")))
+    frame.insert(0, "model", model_name(store.settings.get("model", "")))  # never a path
     frame.insert(1, "condition", frame.sample_id.map(meta["condition"]) if "condition" in meta else "")
     frame.insert(3, "image_id", frame.sample_id.map(meta["image_id"]))
     for k, parts in columns.items():
@@ -198,5 +200,5 @@ def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str
     frame.attrs["warnings"] = labelled.attrs.get("warnings", [])
     frame.attrs["layer_ranges"] = ranges
     keep = ["model", "condition", "sample_id", "image_id", "step", "relative_position", "token_id", "token_text",
-            "label", "object", "mention", "token_entropy", "logprob"] + (["risk"] if "risk" in frame else []) + list(columns)
+            "label", "object", "mention", "word_label", "token_entropy", "logprob"] + (["risk"] if "risk" in frame else []) + list(columns)
     return frame[keep]

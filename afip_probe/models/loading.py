@@ -24,8 +24,8 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from ..errors import AfipError, UnsupportedModelError, option
 from ..images import load_image
-from ..organism import NAME as ORGANISM, checkpoint_dir
-from ..records import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
+from ..organism import checkpoint_dir
+from ..records import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, ORGANISM, model_name
 from .base import SUPPORTED_FAMILIES, ModelAdapter, read_image_token_id, refuse_cross_attention
 from .compat import patch_llama4_output
 from .registry import adapter_for
@@ -35,7 +35,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass
 class LoadedModel:
-    """A model ready to trace: the module, its processor and its adapter (`load` returns one).
+    """A model ready to trace: the module, its processor and its adapter (`load` returns one); `name` is
+    how every output names it (`afip_probe.records.model_name`: ``organism``, a local folder's name, a hub id).
 
     Pass it to `afip_probe.trace`, `afip_probe.trace_images` or `afip_probe.correct` as it is."""
 
@@ -160,16 +161,3 @@ def _load(name_or_path: str, device: str | None, dtype: str | None, trust_remote
     processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     return LoadedModel(model=model, processor=processor, adapter=adapter_for(model, processor),
                        name=model_name(given))
-
-
-def model_name(name_or_path: str) -> str:
-    """How outputs name a model: ``organism`` for the bundled one, a local checkpoint by its folder's name, a
-    hub model by its id.
-
-    >>> model_name("organism"), model_name("llava-hf/llava-1.5-7b-hf"), model_name("/tmp")
-    ('organism', 'llava-hf/llava-1.5-7b-hf', 'tmp')
-    """
-    path = Path(name_or_path)
-    if name_or_path == ORGANISM or (path.is_dir() and path.resolve() == checkpoint_dir()):
-        return ORGANISM
-    return path.resolve().name if path.is_dir() else str(name_or_path)

@@ -76,10 +76,15 @@ def run_demo(out: str | Path = "demo-out", n: int = 120, settings: GenerationSet
 
     example = samples.iloc[0]
     report = MarkdownReport("afip-probe demo: the model organism on its held-out scenes")
-    report.para(f"Model: `{loaded.name}` (LLaVA architecture, {loaded.adapter.num_layers} layers x "
-                f"{loaded.adapter.num_heads} heads). {summary.line()}")
+    report.para(f"Model: `{loaded.name}`, the bundled model organism (LLaVA architecture, "
+                f"{loaded.adapter.num_layers} layers x {loaded.adapter.num_heads} heads).",
+                f"Scenes: the first {len(images)} held-out scenes, drawn once and cached in `{root}` "
+                "(set `AFIP_PROBE_CACHE` to cache them elsewhere).", "",
+                summary.line().rsplit(" -> ", 1)[0] + " into `store/`.")
     report.section("CHAIR (ground truth: the scenes' own COCO-format annotations)")
     report.code(result.table())
+    report.section("What the organism shows, and what it does not")
+    report.para(stats.claims_summary(), "", stats.claims_markdown())
     report.section("Findings 1-2 on real vs hallucinated object tokens")
     report.para(stats.markdown(), "Figures (PNG, SVG, and all of them in `figures/index.html`):")
     report.figures([figdir / f"{name}.png" for name in FINDINGS_FIGURES], out)
@@ -94,7 +99,7 @@ def run_demo(out: str | Path = "demo-out", n: int = 120, settings: GenerationSet
     if warnings:
         report.para(f"{len(warnings)} labelling warnings, e.g. {warnings[0]}")
     path = report.write(out / "report.md")
-    lines = [f"model: the bundled organism ({loaded.name}); {len(images)} held-out scenes from {root}",
-             summary.line(), result.table(), stats.markdown(),
+    lines = [f"model: {loaded.name} (the bundled model organism); {len(images)} held-out scenes cached in {root}",
+             summary.line(), result.table(), stats.claims_summary(), stats.markdown(),
              f"report: {path}   store: {out / 'store'}   explorer: {explorer} (open it in a browser)"]
     return DemoResult(out=out, report=path, summary=summary, lines=lines)

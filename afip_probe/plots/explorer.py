@@ -40,8 +40,9 @@ from ..errors import AfipError
 from ..images import load_image
 from ..metrics.table import labelled_table
 from ..outputs import check_dir, claim_dir
-from ..records import array_name, sample_images
+from ..records import array_name, model_name, sample_images
 from .heatmap import main_tiles
+from .report import figures_title
 from .store_maps import tiles_of
 
 ASSETS = ("explorer.js", "explorer.css")
@@ -159,6 +160,7 @@ def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool, ann
             payload: dict[str, Any] = {
                 "id": str(sid), "cond": cond, "n": len(row.image_positions), "images": shown_images,
                 "tokens": tok.token_text.tolist(), "labels": tok.label.astype(str).tolist(),
+                "words": tok.word_label.astype(str).tolist(),  # the label on every token of an object word
                 "objects": tok.object.astype(str).tolist(),
                 "metrics": {m: _round(tok[m]) for m in METRICS if m in tok},
             }
@@ -181,7 +183,8 @@ def _collect(stores: Sequence[Any], max_samples: int | None, progress: bool, ann
         raise AfipError("the stores hold no finished samples to explore")
     shown = {m: label for m, label in METRICS.items()
              if all(m in s.payload["metrics"] for s in samples)}  # risk only where a detector recorded it
-    meta = {"title": ", ".join(str(Path(s.root).name) for s in opened), "layers": layers, "heads": heads,
+    title = figures_title([Path(s.root) for s in opened], [model_name(s.settings.get("model", "")) for s in opened])
+    meta = {"title": title, "layers": layers, "heads": heads,
             "levels": sorted(levels), "ranges": ranges, "metrics": shown,
             "samples": [s.index for s in samples]}
     return meta, samples

@@ -102,7 +102,7 @@ def draw_heatmap(image: Any, values: np.ndarray, grid: tuple[int, int], family: 
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(4, 4 * image.height / max(image.width, 1)))
+        fig, ax = plt.subplots(figsize=(4.6, 4 * image.height / max(image.width, 1)), layout="constrained")
     fig = ax.figure
     if tiles:
         shown = main_tiles(tiles)[0]  # the image or crop tiles; overviews when given alone
@@ -119,8 +119,22 @@ def draw_heatmap(image: Any, values: np.ndarray, grid: tuple[int, int], family: 
     if title:
         ax.set_title(title, fontsize=9)
     if colorbar:
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        add_colorbar(fig, im, ax)
     return fig
+
+
+def add_colorbar(fig: Any, im: Any, ax: Any) -> Any:
+    """The colour bar of a map: opaque colours (the map is drawn translucent over the image), a few ticks whose
+    labels all differ, and a label saying what the colours are."""
+    from matplotlib.ticker import MaxNLocator
+
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.solids.set_alpha(1.0)
+    bar.locator = MaxNLocator(nbins=4)
+    bar.update_ticks()
+    bar.set_label("attention to the image token", fontsize=8)
+    bar.ax.tick_params(labelsize=8)
+    return bar
 
 
 def _of_image(tiles: Sequence[Tile], i: int) -> list[Tile]:
@@ -211,7 +225,8 @@ def draw_tiled(image: Any, values: np.ndarray, tiles: Sequence[Tile], title: str
     values = np.asarray(values, dtype=np.float32)
     panels = 1 + max(len(overview) for _, overview in per_image)
     aspect = max(im.height / max(im.width, 1) for im in images)
-    fig, axes = plt.subplots(len(images), panels, figsize=(4 * panels, 4 * aspect * len(images)), squeeze=False)
+    fig, axes = plt.subplots(len(images), panels, figsize=(4 * panels + 0.8, 4 * aspect * len(images)), squeeze=False,
+                             layout="constrained")  # room for the colour bar's ticks and label
     vmax = float(max(np.nanmax(values) if values.size else 0.0, 1e-12))
     for i, (im, (main, overview)) in enumerate(zip(images, per_image)):
         name = f"image {i}" if several else ""

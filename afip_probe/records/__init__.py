@@ -5,7 +5,8 @@
 - `layout`: where a sample's image tokens are (`ImageLayout`), its patch grids (`Tile`: the image, crops,
   overview) and which box of the image each covers;
 - `trace`: `SampleTrace`, everything recorded for one sample (numpy);
-- `rows`: `SampleRow`, the typed row of a store's samples table, and `token_rows`, its tokens table.
+- `rows`: `SampleRow`, the typed row of a store's samples table, and `token_rows`, its tokens table;
+- `names`: `model_name`, the one name outputs give a model (``organism``, a folder's name, a hub id).
 
 Example:
     >>> from afip_probe.records import array_name, HEAD_FIELDS
@@ -18,6 +19,7 @@ Example:
 from .fields import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, HEAD_FIELDS, LAYER_FIELDS, LEVELS, PER_IMAGE_FIELDS, RecordConfig
 from .layers import Layers
 from .layout import TILE_KINDS, ImageLayout, Region, Tile, grid_region, processor_region, read_tiles, tiles_json
+from .names import ORGANISM, model_name
 from .naming import ARRAY_KINDS, SOURCES, array_name, parse_array_name
 from .rows import SampleImage, SampleRow, images_json, sample_images, token_rows
 from .trace import RowArrays, SampleTrace
@@ -29,6 +31,7 @@ __all__ = [
     "HEAD_FIELDS",
     "LAYER_FIELDS",
     "LEVELS",
+    "ORGANISM",
     "PER_IMAGE_FIELDS",
     "SOURCES",
     "ImageLayout",
@@ -44,6 +47,7 @@ __all__ = [
     "array_name",
     "grid_region",
     "images_json",
+    "model_name",
     "parse_array_name",
     "processor_region",
     "read_tiles",

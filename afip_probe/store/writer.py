@@ -19,7 +19,7 @@ from safetensors.numpy import save_file
 from .._version import __version__
 from ..errors import StoreError, option
 from ..jsonio import read_json
-from ..records import SampleRow, SampleTrace
+from ..records import SampleRow, SampleTrace, model_name
 from .schema import MANIFEST, RESUME_KEYS, SAMPLES_DIR, SCHEMA_VERSION, TENSORS_DIR, TOKENS_DIR, safe_id
 
 
@@ -94,7 +94,9 @@ class StoreWriter:
         if manifest_path.exists():
             manifest = read_manifest(self.root)
             old = manifest.get("settings", {})
-            diff = [k for k in RESUME_KEYS if k in old and k in self.settings and old[k] != self.settings[k]]
+            # a store written before model names were shortened holds the model's path: compare names
+            diff = [k for k in RESUME_KEYS if k in old and k in self.settings and old[k] != self.settings[k]
+                    and not (k == "model" and model_name(old[k]) == model_name(self.settings[k]))]
             if diff:
                 detail = ", ".join(f"{k}: store has {old[k]!r}, now {self.settings[k]!r}" for k in diff)
                 raise StoreError(f"cannot resume {self.root} with different settings ({detail})")

@@ -109,32 +109,76 @@ const AFIP = (function () {
       ctx.fillStyle = "rgb(" + R + "," + G + "," + B + ")";
       ctx.fillRect(0, y, c.width, 1);
     }
-    const top = document.createElement("span"), bottom = document.createElement("span");
-    top.textContent = vmax.toPrecision(3);
-    bottom.textContent = "0";
-    el.append(top, c, bottom);
+    // three ticks (max, half, 0) beside the bar, and what the colours are
+    const ticks = document.createElement("div");
+    ticks.className = "ticks";
+    [vmax, vmax / 2, 0].forEach((v) => {
+      const t = document.createElement("span");
+      t.textContent = v === 0 ? "0" : String(+v.toPrecision(3));
+      ticks.appendChild(t);
+    });
+    const scale = document.createElement("div");
+    scale.className = "scale";
+    scale.append(c, ticks);
+    const what = document.createElement("span");
+    what.className = "note";
+    what.textContent = "attention";
+    el.append(scale, what);
   }
 
+  // a line chart of one metric along the caption: axes with ticks, object tokens marked (legend: chartLegend)
   function chart(p, metric, label) {
     const ys = p.metrics[metric];
-    const W = 360, Hh = 70, pad = 4;
+    const W = 400, Hh = 96, left = 46, right = 8, top = 16, bottom = 26;
     const finite = ys.filter((v) => v !== null);
     if (!finite.length) return "";
     let lo = Math.min(...finite), hi = Math.max(...finite);
     if (hi === lo) { hi += 1e-9; }
-    const x = (i) => pad + (ys.length > 1 ? i / (ys.length - 1) : 0) * (W - 2 * pad);
-    const y = (v) => Hh - pad - (v - lo) / (hi - lo) * (Hh - 2 * pad);
+    const last = Math.max(ys.length - 1, 1);
+    const x = (i) => left + i / last * (W - left - right);
+    const y = (v) => top + (1 - (v - lo) / (hi - lo)) * (Hh - top - bottom);
+    const fmt = (v) => (v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential(1) : String(+v.toPrecision(3)));
     const pts = ys.map((v, i) => v === null ? null : x(i).toFixed(1) + "," + y(v).toFixed(1)).filter(Boolean);
-    let marks = "";
+    let svg = '<svg width="' + W + '" height="' + Hh + '" data-metric="' + metric + '">' +
+      '<text class="chart-title" x="' + left + '" y="11">' + escapeHtml(label) + "</text>" +
+      '<g class="axis y-axis"><line x1="' + left + '" x2="' + left + '" y1="' + top + '" y2="' + (Hh - bottom) + '"/>';
+    [lo, (lo + hi) / 2, hi].forEach((v) => {
+      svg += '<line x1="' + (left - 3) + '" x2="' + left + '" y1="' + y(v).toFixed(1) + '" y2="' + y(v).toFixed(1) + '"/>' +
+        '<text class="tick" x="' + (left - 5) + '" y="' + (y(v) + 3).toFixed(1) + '" text-anchor="end">' + fmt(v) + "</text>";
+    });
+    svg += '</g><g class="axis x-axis"><line x1="' + left + '" x2="' + (W - right) + '" y1="' + (Hh - bottom) +
+      '" y2="' + (Hh - bottom) + '"/>';
+    Array.from(new Set([0, Math.round(last / 2), last])).forEach((i) => {
+      svg += '<line x1="' + x(i).toFixed(1) + '" x2="' + x(i).toFixed(1) + '" y1="' + (Hh - bottom) + '" y2="' +
+        (Hh - bottom + 3) + '"/><text class="tick" x="' + x(i).toFixed(1) + '" y="' + (Hh - bottom + 13) +
+        '" text-anchor="middle">' + i + "</text>";
+    });
+    svg += '<text class="axis-label" x="' + ((left + W - right) / 2) + '" y="' + (Hh - 2) +
+      '" text-anchor="middle">token position</text></g>' +
+      '<polyline fill="none" stroke="#1565c0" stroke-width="1.2" points="' + pts.join(" ") + '"/>';
     ys.forEach((v, i) => {
-      if (v !== null && p.labels[i] === "hallucinated")
-        marks += '<circle class="hall-mark" cx="' + x(i).toFixed(1) + '" cy="' + y(v).toFixed(1) + '" r="3" fill="#c62828"/>';
+      if (v === null) return;
+      if (p.labels[i] === "hallucinated")
+        svg += '<circle class="hall-mark" cx="' + x(i).toFixed(1) + '" cy="' + y(v).toFixed(1) + '" r="3" fill="#c62828"/>';
+      else if (p.labels[i] === "real")
+        svg += '<circle class="real-mark" cx="' + x(i).toFixed(1) + '" cy="' + y(v).toFixed(1) +
+          '" r="3" fill="none" stroke="#2e7d32" stroke-width="1.2"/>';
     });
     const s = Math.min(state.step, ys.length - 1);
-    return '<svg width="' + W + '" height="' + (Hh + 12) + '" data-metric="' + metric + '">' +
-      '<polyline fill="none" stroke="#1565c0" stroke-width="1.2" points="' + pts.join(" ") + '"/>' + marks +
-      '<line class="cursor" x1="' + x(s) + '" x2="' + x(s) + '" y1="0" y2="' + Hh + '" stroke="#555" stroke-dasharray="2,2"/>' +
-      '<text x="4" y="' + (Hh + 10) + '">' + label + " (" + lo.toPrecision(3) + "–" + hi.toPrecision(3) + ')</text></svg>';
+    return svg + '<line class="cursor" x1="' + x(s) + '" x2="' + x(s) + '" y1="' + top + '" y2="' + (Hh - bottom) +
+      '" stroke="#555" stroke-dasharray="2,2"/></svg>';
+  }
+
+  // what the charts' marks mean, once above them
+  function chartLegend() {
+    return '<div class="chart-legend">' +
+      '<span><svg width="12" height="10"><circle cx="6" cy="5" r="3" fill="#c62828"/></svg> hallucinated object token</span>' +
+      '<span><svg width="12" height="10"><circle cx="6" cy="5" r="3" fill="none" stroke="#2e7d32" stroke-width="1.2"/></svg> ' +
+      "real object token</span>" +
+      '<span><svg width="16" height="10"><line x1="0" x2="16" y1="5" y2="5" stroke="#1565c0" stroke-width="1.2"/></svg> ' +
+      "value along the caption</span>" +
+      '<span><svg width="12" height="10"><line x1="6" x2="6" y1="0" y2="10" stroke="#555" stroke-dasharray="2,2"/></svg> ' +
+      "selected token</span></div>";
   }
 
   function shade(p, panel) {
@@ -153,7 +197,9 @@ const AFIP = (function () {
 
   function renderPanel(panel, p, primary) {
     const mapNote = p.maps ? "" : '<p class="note">no maps recorded: trace with --record maps (or full)</p>';
-    panel.innerHTML = "<h2>" + (p.cond ? escapeHtml(p.cond) + " · " : "") + escapeHtml(p.id) + "</h2>" +
+    const keyNote = '<p class="key"><span class="swatch" data-word="real">real</span> and ' +
+      '<span class="swatch" data-word="hallucinated">hallucinated</span> object words (CHAIR labels)</p>';
+    panel.innerHTML = "<h2>" + (p.cond ? escapeHtml(p.cond) + " · " : "") + escapeHtml(p.id) + "</h2>" + keyNote +
       '<div class="caption"></div><div class="figure"><div class="heatmap"' + (primary ? ' id="heatmap"' : "") +
       ">" + p.images.map((im, k) => '<figure class="image" data-image="' + k + '"><canvas></canvas>' +
         (p.images.length > 1 ? "<figcaption>image " + k + "</figcaption>" : "") + "</figure>").join("") +
@@ -167,7 +213,10 @@ const AFIP = (function () {
       s.dataset.sample = p.id;
       s.dataset.step = i;
       s.dataset.label = p.labels[i];
-      if (p.labels[i] !== "none") s.title = p.labels[i] + ": " + p.objects[i];
+      // every token of a labelled word carries its label (woman = wo + man), coloured as one word
+      const word = p.words ? p.words[i] : p.labels[i];
+      s.dataset.word = word;
+      if (word !== "none") s.title = word + ": " + (p.objects[i] || objectOf(p, i));
       s.addEventListener("click", () => select(i));
       cap.appendChild(s);
     });
@@ -178,6 +227,13 @@ const AFIP = (function () {
       img.src = info.image;
     });
     shade(p, panel);
+  }
+
+  // the object of the labelled token that starts the word token i is in
+  function objectOf(p, i) {
+    let k = i;
+    while (k > 0 && !p.objects[k] && p.words[k - 1] === p.words[i]) k--;
+    return p.objects[k];
   }
 
   function update() {
@@ -219,7 +275,7 @@ const AFIP = (function () {
           });
         }
       }
-      panel.querySelector(".charts").innerHTML = ["var_all", "attn_entropy_all", "token_entropy"]
+      panel.querySelector(".charts").innerHTML = chartLegend() + ["var_all", "attn_entropy_all", "token_entropy"]
         .map((m) => chart(p, m, index.metrics[m])).join("");
     });
   }
