@@ -1,6 +1,6 @@
 """mkdocs hooks of the afip-probe site (mkdocs.yml ``hooks:``), run by ``make docs``.
 
-- The notebooks in ``notebooks/`` become pages under ``notebooks/`` (rendered by mkdocs-jupyter from the
+- The notebooks in ``afip_probe/notebooks/`` (packaged: `afip-probe notebooks` copies them) become pages under ``notebooks/`` (rendered by mkdocs-jupyter from the
   outputs saved in them, never executed): one copy of each notebook, the one the tests run.
 - docs/cli.md gets the CLI reference generated from afip-probe's argparse parser (`docs/gen_cli.py`) in
   place of its marker line, so every command and flag is listed as the installed code defines it.
@@ -17,7 +17,7 @@ from mkdocs.structure.files import File
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-NOTEBOOKS = ROOT / "notebooks"
+NOTEBOOKS = ROOT / "afip_probe" / "notebooks"
 
 
 def _gen_cli() -> Any:
@@ -31,7 +31,7 @@ def _gen_cli() -> Any:
 @event_priority(100)  # before mkdocs-jupyter's on_files, which turns .ipynb files into pages
 def on_files(files: Any, config: Any) -> Any:
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
-        files.append(File(f"notebooks/{path.name}", src_dir=str(ROOT), dest_dir=config["site_dir"],
+        files.append(File(f"notebooks/{path.name}", src_dir=str(NOTEBOOKS.parent), dest_dir=config["site_dir"],
                           use_directory_urls=config["use_directory_urls"]))
     return files
 

@@ -1,5 +1,8 @@
 """Write the three Findings notebooks (source of truth for their cells) and optionally execute them.
 
+The notebooks are package data (``afip_probe/notebooks/``: `afip-probe notebooks --out DIR` copies them for
+pip users) and use the public top-level API; notebook 03 nothing else.
+
     python notebooks/make_notebooks.py            # write the .ipynb files (no outputs)
     python notebooks/make_notebooks.py --execute  # and run them in place (AFIP_NB_SCENES scenes, default 500)
 """
@@ -12,35 +15,29 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "afip_probe" / "notebooks"
 HEAD = """import os
 LEVEL = "{level}"
 N = int(os.environ.get("AFIP_NB_SCENES", "500"))  # held-out scenes; the tests run these notebooks with a few
 N_SCENES = {n}
 """
 
-SETUP = '''import matplotlib.pyplot as plt
-import afip_probe
-from afip_probe import metrics
-from afip_probe.plots import findings as pf
-from afip_probe.images import collect_images
-from afip_probe.organism.dataset import heldout_dirs
-from afip_probe.pipelines.settings import GenerationSettings
-from afip_probe.pipelines.tracing import trace_images
-from afip_probe.store import open as open_store
+SETUP = '''import afip_probe as ap
 
 CACHE = os.environ.get("AFIP_PROBE_CACHE", os.path.expanduser("~/.cache/afip-probe"))
-images, annotations = heldout_dirs(progress=False)
-settings = GenerationSettings("organism", level=LEVEL, max_new_tokens=80, batch_size=16, device="cpu")
-model = settings.load()
-store_dir = f"{CACHE}/notebooks/organism-{LEVEL}-{N_SCENES}"
-summary = trace_images(settings, collect_images([images])[:N_SCENES], store_dir, loaded=model, resume=True,
-                       progress=False)
-print(summary.line())
-store = open_store(store_dir)
-df = metrics.token_table(store)          # CHAIR labels from the traced images' dataset: the scenes' annotations
-f = metrics.findings(df)
+scenes = ap.organism_scenes(N_SCENES, progress=False)   # held-out scenes: a COCO-format dataset (cached)
+m = ap.load("organism", device="cpu", progress=False)  # or your model: a hub id or a local folder
+store = ap.trace_images(m, scenes, f"{CACHE}/notebooks/organism-{LEVEL}-{N_SCENES}", level=LEVEL,
+                        max_new_tokens=80, batch_size=16, resume=True, progress=False)
+print(store.run.line())
+df = ap.token_table(store)  # one row per token; CHAIR labels from the scenes' own annotations
 df.groupby("label", observed=True).size()'''
+
+#: the figure functions and statistics of the Findings notebooks (inline figures, where `ap.figures` writes files)
+FINDINGS = '''from afip_probe import metrics
+from afip_probe.plots import findings as pf
+
+f = metrics.findings(df)  # the Findings 1-2 statistics of the token table'''
 
 NOTEBOOKS = {
     "01_finding1_spatial_inconsistency.ipynb": [
@@ -52,6 +49,7 @@ NOTEBOOKS = {
                           "Eq. 3) when the model is unsure (token entropy, Eq. 4). Run it on your own model by "
                           "tracing with `afip-probe trace` and opening that store instead."),
         new_code_cell(HEAD.format(level="stats", n="N") + SETUP),
+        new_code_cell(FINDINGS),
         new_markdown_cell("## Fig. 2b: attention entropy of real vs hallucinated object tokens"),
         new_code_cell("pf.entropy_distributions(df, 'attn_entropy_all');\nf.entropy"),
         new_markdown_cell("The same by layer range (early / middle / late thirds of the decoder):"),
@@ -80,6 +78,7 @@ NOTEBOOKS = {
                           "Visual attention ratio (VAR, Eq. 2) per generated token, and the text–visual gating "
                           "signals (peak gap T − V, mean gap) as hallucination detectors, on the model organism."),
         new_code_cell(HEAD.format(level="stats", n="N") + SETUP),
+        new_code_cell(FINDINGS),
         new_markdown_cell("## Fig. 3 left: VAR vs token position (mean ± std)\n\n"
                           "Pass several stores (models) as `{name: token_table}` to draw one curve each."),
         new_code_cell("pf.var_by_position({'organism': df}, 'var_all', max_step=79);\nf.var_position"),
@@ -95,22 +94,19 @@ NOTEBOOKS = {
                           "resizes and centre-crops). The per-head grid needs `--record full`."),
         new_code_cell(HEAD.format(level="full", n="min(N, 40)") + SETUP),
         new_markdown_cell("## A hallucinated token: head mean over the upper layers, then every head"),
-        new_code_cell("from afip_probe.plots.store_maps import token_heatmap\n"
-                      "hall = df[df.label == 'hallucinated']\n"
+        new_code_cell("hall = df[df.label == 'hallucinated']\n"
                       "row = (hall if len(hall) else df[df.label == 'real']).iloc[0]\n"
-                      "upper = range(store.settings['num_layers'] // 2, store.settings['num_layers'])\n"
+                      "upper = f\"{store.settings['num_layers'] // 2}-\"  # the upper half of the decoder's layers\n"
                       "print(row.sample_id, row.step, repr(row.token_text), row.label, row.object)\n"
-                      "token_heatmap(store, row.sample_id, step=int(row.step), layers=upper);"),
-        new_code_cell("token_heatmap(store, row.sample_id, step=int(row.step), layers=upper, per_head=True);"),
+                      "ap.heatmap(store, row.sample_id, step=int(row.step), layers=upper);"),
+        new_code_cell("ap.heatmap(store, row.sample_id, step=int(row.step), layers=upper, per_head=True);"),
         new_markdown_cell("## AFIP on: CHAIR and attention before/after on the same scenes\n\n"
-                          "`afip_probe.pipelines.comparison.compare` traces the baseline and the corrected model "
-                          "into one store and "
-                          "writes CHAIR per condition with paired bootstrap CIs."),
-        new_code_cell("from afip_probe.pipelines.comparison import compare\n"
-                      "from IPython.display import Image, Markdown, display\n"
-                      "res = compare(settings.replace(level='maps'), [images], f'{CACHE}/notebooks/compare-{N_SCENES}', "
-                      "['afip'],\n              loaded=model, max_images=N_SCENES, history_ablation=False, "
-                      "resume=True, progress=False)\n"
+                          "`ap.compare` traces the baseline and the corrected model into one store and writes "
+                          "CHAIR per condition with paired bootstrap CIs."),
+        new_code_cell("from IPython.display import Image, display\n"
+                      "res = ap.compare(m, scenes, f'{CACHE}/notebooks/compare-{N_SCENES}', ['afip'], "
+                      "max_new_tokens=80,\n                 max_images=N_SCENES, history_ablation=False, resume=True, "
+                      "progress=False)\n"
                       "display(res.chair)\ndisplay(res.paired)\n"
                       "for fig in res.figures:\n    display(Image(filename=str(fig)))"),
     ],

@@ -115,7 +115,7 @@ def test_site_navigation_has_the_stable_pages():
                  "design.md"]:
         assert (ROOT / "docs" / page).is_file(), page
         assert re.search(rf":\s+{re.escape(page)}\s*$", nav, re.MULTILINE), f"{page} is not in mkdocs.yml's nav"
-    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+    for notebook in sorted((ROOT / "afip_probe" / "notebooks").glob("*.ipynb")):
         assert f"notebooks/{notebook.name}" in nav, f"{notebook.name} is not in mkdocs.yml's nav"
 
 

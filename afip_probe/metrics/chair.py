@@ -34,7 +34,7 @@ import nltk
 from nltk.corpus import wordnet
 from nltk.stem import WordNetLemmatizer
 from pycocotools.coco import COCO
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
 from ..errors import AfipError, option
 from ..jsonio import read_json

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
 from .captions import describe, questions_for
 from .catalog import BY_NAME, CATEGORIES, ID_BASE, IMAGE_SIZE, SceneObject, place_objects, sample_contents, scene_rng

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
 from ..errors import AfipError
 from ..hooks import intercept
