@@ -35,8 +35,11 @@ $(VISION_VENV)/.installed: pyproject.toml constraints.txt
 	$(VPY) -m pip install -q -c $(VISION_VENV)/constraints.txt -e . pytest
 	touch $@
 
+# The vision venv has the project and pytest only: it collects the vision test module alone.
+VISION_TESTS := tests/test_geometry_vision.py
+
 test-vision: setup-vision
-	AFIP_PROBE_VISION=1 $(VPY) -m pytest -q -m vision
+	AFIP_PROBE_VISION=1 $(VPY) -m pytest -q -m vision $(VISION_TESTS)
 
 # The explorer tests drive a real headless Chromium (Debian's chromium + chromedriver): installed here when
 # missing and this is root with apt-get (CI), else the tests say in one line how to install it.
@@ -46,9 +49,10 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: the explorer tests need Chromium: apt-get install chromium chromium-driver (as root)"; fi
 
+# The main venv deselects the vision tests (no skips): the vision venv runs them.
 test: setup browser setup-vision
-	$(PY) -m pytest -q
-	AFIP_PROBE_VISION=1 $(VPY) -m pytest -q -m vision
+	$(PY) -m pytest -q -m "not vision"
+	AFIP_PROBE_VISION=1 $(VPY) -m pytest -q -m vision $(VISION_TESTS)
 
 test-fast: setup browser
 	$(PY) -m pytest -q -m "not slow"
