@@ -38,6 +38,10 @@ def add_generation_flags(parser: argparse.ArgumentParser, *, record: bool = Fals
     if record:
         g.add_argument("--record", dest="level", default=d["level"], choices=LEVELS,
                        help="record level (default: %(default)s)")
+        g.add_argument("--hidden", default=d["hidden"], metavar="LAYERS",
+                       help="also record decoder hidden states (float16): 'all', 'last', or indices 0..L of "
+                       "output_hidden_states like 2- or 0,4 (hidden-state signals: CGC, internal confidence, "
+                       "the probe; docs/signals.md) (default: none)")
         g.add_argument("--single-read", dest="exact", action="store_false",
                        help="decoding steps take their output from the recorded score row instead of SDPA: "
                        "faster, outputs equal up to float rounding (README: what tracing costs)")

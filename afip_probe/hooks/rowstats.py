@@ -185,6 +185,7 @@ class KeyView:
     is_image: torch.Tensor  # [B, kv] bool
     index: ImageIndex  # [B, n_max] slots, one per prompt image token
     offset: int
+    generated_start: int = 0  # key index of the first generated key (kv or more: none in this row)
 
 
 class RunMasks:
@@ -213,7 +214,7 @@ class RunMasks:
             if len(self._views) > 8:  # old steps are not asked again
                 self._views.clear()
             view = self._views[key] = KeyView(is_image=self._image_keys(offset, kv), index=self.index.window(offset),
-                                              offset=offset)
+                                              offset=offset, generated_start=max(self.prompt.shape[1] - offset, 0))
         return view
 
     def _image_keys(self, offset: int, kv: int) -> torch.Tensor:
@@ -302,7 +303,8 @@ def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor | None]], like
 
 
 def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tensor, img: ImageIndex,
-              work: Workspace | None = None) -> RowStats:
+              work: Workspace | None = None, generated_start: int | None = None,
+              own_generated: torch.Tensor | None = None) -> RowStats:
     """Statistics of last-row scores of one or more layers.
 
     scores   [..., B, H, kv] pre-softmax scores B = q·Kᵀ·scaling, masked (-inf) or not: text keys
@@ -310,6 +312,11 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     is_image [B, kv] bool, image keys
     allowed  [B, kv] bool, keys the attention mask lets the query see (or [..., B, kv], per layer)
     work     reused scratch buffers (the returned `img_scores` may be a view of them or of `scores`)
+    generated_start  key index of the first generated key (`KeyView.generated_start`; None: no
+             generated key): the keys from there on, the query's own key included, are the generated ones
+    own_generated  whether the query's own key is a generated one, broadcast over [..., B, H] (rows of
+             several steps staged together, whose own key is last whatever their length); by default
+             whether the own key's index reaches `generated_start`
     """
     s = scores if scores.dtype == torch.float32 else scores.float()
     kv, h = s.shape[-1], s.shape[-2]
@@ -319,22 +326,29 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     if img.ragged:
         pad = ~img.valid[:, None, :]
         x, x0 = x0.masked_fill(pad, NEG_INF), x0.masked_fill(pad, 0.0)
+    gen = kv - 1 if generated_start is None else min(max(generated_start, 0), kv - 1)  # generated keys: [gen, kv-1)
     if block is not None:  # text keys: before and after the image block, the query's own key excluded
         start, stop = block
+        gen = max(gen, stop)  # generated keys follow the prompt, and so its image
         if bool(allowed.all()):
-            parts = [(s[..., :start], None), (s[..., stop: kv - 1], None)]
+            parts = [(s[..., :start], None), (s[..., stop: gen], None)]
+            generated = [(s[..., gen: kv - 1], None)]
             n_txt = torch.full(allowed.shape[:-1], kv - 1 - (stop - start), device=s.device)
         else:
             before, after = allowed[..., :start], allowed[..., stop: kv - 1]
-            parts = [(s[..., :start], before), (s[..., stop: kv - 1], after)]
+            parts = [(s[..., :start], before), (s[..., stop: gen], after[..., : gen - stop])]
+            generated = [(s[..., gen: kv - 1], after[..., gen - stop:])]
             n_txt = before.sum(-1) + after.sum(-1)
         self_score = s[..., kv - 1]
     else:
         text = text_keys(allowed, is_image)[..., : kv - 1]
-        parts = [(s[..., : kv - 1], text)]
+        parts = [(s[..., :gen], text[..., :gen])]
+        generated = [(s[..., gen: kv - 1], text[..., gen:])]
         self_score = s[..., kv - 1].masked_fill(is_image[:, -1:], NEG_INF)  # an image key counts as image
         n_txt = text.sum(-1)
-    t_max, t_sum, t_lse = _text_reductions(parts, self_score, work)
+    p_max, p_sum, p_lse = _text_reductions(parts, self_score, work)  # prompt text
+    g_max, g_sum, g_lse = _text_reductions(generated, self_score, work)  # generated, own key excluded
+    t_max, t_sum, t_lse = torch.maximum(p_max, g_max), p_sum + g_sum, torch.logaddexp(p_lse, g_lse)
     n_txt = n_txt.clamp(min=1).to(torch.float32)[..., None]  # [..., B, 1]
     n_img = img.count.clamp(min=1)[:, None]
 
@@ -359,7 +373,15 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     a_norm = a_bar / a_bar.sum(-1, keepdim=True).clamp(min=TINY)
     ent_renorm = -(a_norm * torch.log(a_norm + EPS)).sum(-1)
 
+    # lookback parts: the own key (0 when it is an image key) goes to the generated keys once it is one
+    own = torch.exp(self_score - lse)
+    if own_generated is None:
+        own_generated = torch.tensor(generated_start is not None and generated_start <= kv - 1, device=s.device)
+    own_gen = own * own_generated
+    prompt_mass = torch.exp(p_lse - lse) + (own - own_gen)
+    generated_mass = torch.exp(g_lse - lse) + own_gen
     head = torch.stack([var, m, t_max, x0.sum(-1) / n_img, t_sum / n_txt, var / n_img,
-                        torch.exp(t_lse - lse) / n_txt, lse, img_entropy, kl], dim=-2)  # [..., B, F_head, H]
+                        torch.exp(t_lse - lse) / n_txt, lse, img_entropy, kl, prompt_mass, generated_mass],
+                       dim=-2)  # [..., B, F_head, H]
     layer = torch.stack([ent, ent_renorm, kl.mean(-1)], dim=-1)  # [..., B, F_layer]
     return RowStats(head=head, layer=layer, img_mean_probs=a_bar, img_scores=x0)

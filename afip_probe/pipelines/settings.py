@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AfipError, require_positive
+from ..hooks.hidden import resolve_hidden
 from ..models import LoadedModel, load
-from ..records import DEFAULT_PROMPT, RecordConfig
+from ..records import DEFAULT_PROMPT, Layers, RecordConfig
 
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 
@@ -44,11 +45,14 @@ class GenerationSettings:
     do_sample: bool = False  # greedy unless asked
     trust_remote_code: bool = False
     exact: bool = True  # traced layers keep SDPA's outputs; False: decoding steps read their keys once
+    hidden: str = ""  # decoder hidden states to record when tracing ("", "all", "last", "2-", "0,4"; opt-in)
 
     def __post_init__(self) -> None:
         require_positive(self.max_new_tokens, "--max-new-tokens")
         require_positive(self.batch_size, "--batch-size")
         RecordConfig(self.level)  # validates the level before anything is loaded
+        if self.hidden not in ("", "none", "all", "last"):
+            Layers(self.hidden)  # the --hidden spec's syntax, before anything is loaded
         if self.dtype not in DTYPE_CHOICES:
             raise AfipError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPE_CHOICES)}")
 
@@ -81,6 +85,8 @@ class GenerationSettings:
             "num_heads": loaded.adapter.num_heads,
             "decoding": "sample" if self.do_sample else "greedy",
             "exact_outputs": self.exact,
+            # `output_hidden_states` indices of the recorded hidden states ([] when none were)
+            "hidden_layers": list(resolve_hidden(self.hidden, loaded.adapter.decoder_depth)),
         }
 
 

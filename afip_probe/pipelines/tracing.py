@@ -152,7 +152,7 @@ class _Tracer:
     def run_group(self, condition: str, modifiers: Sequence[Any], todo: list[ImageItem]) -> None:
         loaded, summary, settings = self.loaded, self.summary, self.settings
         with trace(loaded.model, loaded.processor, level=settings.level, modifiers=modifiers,
-                   adapter=loaded.adapter, exact=settings.exact) as rec:
+                   adapter=loaded.adapter, exact=settings.exact, hidden=settings.hidden) as rec:
             for number, batch in enumerate(_batches(todo, settings.batch_size)):
                 ready: list[tuple[ImageItem, Any]] = []
                 for item in batch:

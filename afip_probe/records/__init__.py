@@ -18,7 +18,7 @@ Example:
 from .fields import DEFAULT_PROMPT, HEAD_FIELDS, LAYER_FIELDS, LEVELS, RecordConfig
 from .layers import Layers
 from .layout import TILE_KINDS, ImageLayout, Region, Tile, grid_region, processor_region, read_tiles, tiles_json
-from .naming import ARRAY_KINDS, SOURCES, array_name, parse_array_name
+from .naming import ARRAY_KINDS, PER_SAMPLE_KINDS, SOURCES, array_name, parse_array_name
 from .rows import SampleRow, token_rows
 from .trace import RowArrays, SampleTrace
 
@@ -28,6 +28,7 @@ __all__ = [
     "HEAD_FIELDS",
     "LAYER_FIELDS",
     "LEVELS",
+    "PER_SAMPLE_KINDS",
     "SOURCES",
     "ImageLayout",
     "Layers",

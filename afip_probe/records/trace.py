@@ -45,6 +45,10 @@ class SampleTrace:
     maps: np.ndarray | None = None  # [T, L, n] head-averaged post-softmax image attention
     scores: np.ndarray | None = None  # [T, L, H, n] per-head pre-softmax image scores
     corrected: RowArrays | None = None  # the same statistics after a corrector, when one was on
+    hidden: np.ndarray | None = None  # [T, K, d] hidden states of the row that chose each token (opt-in)
+    image_hidden: np.ndarray | None = None  # [K, n, d] the image tokens' hidden states at prefill
+    lens: np.ndarray | None = None  # [T, K] log-probability of the chosen token, logit lens of `hidden`
+    image_lens: np.ndarray | None = None  # [T, K] the same, best over the image tokens' states
 
     @property
     def num_tokens(self) -> int:
@@ -64,4 +68,7 @@ class SampleTrace:
         out[array_name("logprob")] = self.logprob
         if self.scores is not None:
             out[array_name("scores")] = self.scores
+        for kind in ("hidden", "image_hidden", "lens", "image_lens"):
+            if getattr(self, kind) is not None:
+                out[array_name(kind)] = getattr(self, kind)
         return out
