@@ -1,9 +1,15 @@
-"""`afip-probe detect train|eval`: hallucination detectors from the recorded statistics."""
+"""`afip-probe detect train|eval`: hallucination detectors from the recorded signals.
+
+``detect eval TRAIN_STORES --transfer NEW_STORES`` compares every signal alone, the published detectors,
+the hidden-state probe and the best combination, in-domain (cross-validated, folds grouped by image) and
+on the new scenes (docs/signals.md); ``detect eval STORES --detector det.json`` scores a saved detector.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import matplotlib
 import pandas as pd
@@ -11,28 +17,35 @@ import pandas as pd
 from .. import store as st
 from ..errors import require_positive
 from ..metrics import detect
+from ..metrics.detect import suite
 from ..metrics.findings import is_hallucinated
+from ..metrics.signals import SIGNALS
 from ..metrics.table import chair_for
 from ..outputs import claim_dir, claim_file
-from ..plots.detect import detector_figure
+from ..plots.detect import detector_figure, roc_figure
 from ..plots.report import markdown_table, save
 
-FEATURE_SETS = {
-    "all": "every metric per layer range and per layer, token entropy, log-probability, relative position",
-    "ranges": "every metric per layer range (no single layers), token entropy, log-probability, position",
-    "live": "as all, without the relative position (unknown while generating): for streaming",
-}
+FIGURES = {group: f"roc_{group.replace(' ', '-')}" for group in suite.GROUPS}
+BEST = "best-detector.json"
 
 
-def _features(tables: list[pd.DataFrame], which: str, prior: bool) -> list[str]:
-    return detect.feature_names(tables[0], ranges=None, per_layer=which != "ranges", position=which != "live",
-                                prior=prior)
+def _open(paths: list[str]) -> list[Any]:
+    return [st.open(p) for p in paths]
 
 
-def _tables(args: argparse.Namespace) -> pd.DataFrame:
-    stores = [st.open(s) for s in args.stores]
-    tables = [detect.detection_table(s, chair_for(s, args.annotations)) for s in stores]
+def _table(stores: list[Any], annotations: str | None, signals: list[str] | None = None) -> pd.DataFrame:
+    """The object-token detection table of one or more stores (the signals all of them allow)."""
+    if signals is None:
+        names = [detect.store_signals(s) for s in stores]
+        signals = [n for n in SIGNALS if all(n in found for found in names)]
+    tables = [detect.detection_table(s, chair_for(s, annotations), signals, objects_only=True) for s in stores]
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+
+
+def _trained_on(stores: list[Any], paths: list[str], df: pd.DataFrame, **extra: Any) -> dict[str, Any]:
+    settings = stores[0].settings
+    return {"stores": list(paths), "model": str(df.model.iloc[0]), "record_level": settings.get("record_level"),
+            "hidden_layers": list(settings.get("hidden_layers") or []), **extra}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,40 +53,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="detect_command", metavar="ACTION", required=True)
     for name in ("train", "eval"):
         d = dsub.add_parser(name, help="fit a detector on stores' object tokens and save it as JSON" if name == "train"
-                            else "single signals and cross-validated detectors, or a saved detector on new stores")
-        d.add_argument("stores", nargs="+", help="trace store folders")
+                            else "every signal, the published detectors, the probe and the best combination, "
+                            "in-domain and on new scenes; or a saved detector on new stores")
+        d.add_argument("stores", nargs="+", help="trace store folders (the training scenes)")
         d.add_argument("--annotations", help="COCO-format annotation folder for the CHAIR labels (default: the "
                        "dataset the traced images belong to, else the packaged COCO 2014 ground truth)")
-        d.add_argument("--features", default="all", choices=sorted(FEATURE_SETS),
-                       help="; ".join(f"{k}: {v}" for k, v in FEATURE_SETS.items()) + " (default: %(default)s)")
         d.add_argument("--token-prior", action=argparse.BooleanOptionalAction, default=True,
                        help="add the learned token prior (how often training mentions starting with the token "
                        "were hallucinated; token ids are the model's own, so leave it out to transfer a detector "
                        "to another model) (default: on)")
-        d.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds (default: %(default)s)")
-        d.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of captions (default: "
+        d.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by image (default: "
                        "%(default)s)")
+        d.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of images for the 95 %% "
+                       "CIs (default: %(default)s)")
         d.add_argument("--overwrite", action="store_true", help="replace an earlier output")
     t = dsub.choices["train"]
     t.add_argument("-o", "--output", required=True, help="detector JSON to write")
+    t.add_argument("--features", default="all", help="feature sets joined by commas: " + "; ".join(
+        f"{k}: {v}" for k, v in detect.FEATURE_SETS.items()) + " (default: %(default)s)")
     t.add_argument("--kind", default="logistic", choices=detect.KINDS, help="(default: %(default)s)")
+    t.add_argument("--strength", type=float, default=1.0, help="the logistic's inverse L2 penalty C (default: "
+                   "%(default)s; `detect eval` says which its best combination chose)")
     t.set_defaults(func=run_train)
     e = dsub.choices["eval"]
-    e.add_argument("--detector", help="a saved detector: evaluate it on these stores (transfer) instead of "
-                   "cross-validating new ones")
+    e.add_argument("--transfer", nargs="+", metavar="STORE", help="stores of new scenes: every detector is also "
+                   "trained on all the training stores and scored on these (never looked at before)")
+    e.add_argument("--detector", help="a saved detector (or a signal column, e.g. pas_layer0): score it on the "
+                   "stores instead of comparing")
     e.add_argument("--out", default="detect", help="folder for the table and figures (default: %(default)s)")
     e.set_defaults(func=run_eval)
 
 
 def run_train(args: argparse.Namespace) -> int:
     require_positive(args.folds, "--folds")
+    stores = _open(args.stores)
     output = claim_file(args.output, overwrite=args.overwrite, flag="-o")
-    df = _tables(args)
-    features = _features([df], args.features, args.token_prior)
-    cv = detect.cross_validate(df, features, args.kind, args.folds, args.resamples)
-    det = detect.train(df, features, args.kind)
-    det.trained_on.update(stores=list(args.stores), feature_set=args.features, cv_auroc=round(cv.auroc, 4),
-                          model=str(df.model.iloc[0]))
+    df = _table(stores, args.annotations)
+    features = detect.feature_names(df, args.features, prior=args.token_prior)
+    cv = detect.cross_validate(df, features, args.kind, args.folds, args.resamples, strength=args.strength)
+    det = detect.train(df, features, args.kind, strength=args.strength)
+    det.trained_on.update(_trained_on(stores, args.stores, df, feature_set=args.features, strength=args.strength,
+                                      cv_auroc=round(cv.auroc, 4)))
     det.save(output)
     print(markdown_table(detect.table([cv])))
     print(f"detector ({args.kind}, {len(features)} features, trained on {det.trained_on['tokens']} object tokens) "
@@ -81,32 +101,62 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _saved(args: argparse.Namespace, stores: list[Any]) -> list[detect.Evaluation]:
+    det = detect.load_detector(args.detector)
+    df = _table(stores, args.annotations)
+    for model in df.model.unique():
+        if (warning := det.model_mismatch(model)) is not None:
+            print(f"warning: {warning}", file=sys.stderr)
+    obj = detect.object_tokens(df)
+    return [detect.evaluate_scores(f"{det.kind} from {args.detector}", det.predict(obj).to_numpy(), is_hallucinated(obj),
+                                   detect.groups_of(obj), args.resamples, probabilities=det.kind != "signal")]
+
+
 def run_eval(args: argparse.Namespace) -> int:
     require_positive(args.folds, "--folds")
-    out = claim_dir(args.out, "detect-eval", writes=["detectors.csv", "detectors.md", "detectors.png"],
-                    overwrite=args.overwrite)
-    df = _tables(args)
+    stores = _open(args.stores)  # inputs first: a bad one leaves nothing behind
+    transfer = _open(args.transfer) if args.transfer else []
     if args.detector:
-        det = detect.Detector.load(args.detector)
-        for model in df.model.unique():
-            if (warning := det.model_mismatch(model)) is not None:
-                print(f"warning: {warning}", file=sys.stderr)
-        obj = detect.object_tokens(df)
-        evaluations = [detect.evaluate_scores(f"{det.kind} from {args.detector}", det.predict(obj).to_numpy(),
-                                              is_hallucinated(obj),
-                                              obj.sample_id.to_numpy(), args.resamples, probabilities=True)]
-        singles = []
-    else:
-        features = _features([df], args.features, args.token_prior)
-        evaluations = [detect.cross_validate(df, features, kind, args.folds, args.resamples) for kind in detect.KINDS]
-        singles = sorted(detect.single_signals(df, features, args.resamples), key=lambda e: -abs(e.auroc - 0.5))
-    frame = detect.table(evaluations + singles)
-    frame.to_csv(out / "detectors.csv", index=False)
-    (out / "detectors.md").write_text(markdown_table(frame) + "\n")
+        detect.load_detector(args.detector)
+        out = claim_dir(args.out, "detect-eval", writes=["detectors.csv", "detectors.md", "detectors.png"],
+                        overwrite=args.overwrite)
+        evaluations = _saved(args, stores)
+        _write(out, evaluations)
+        matplotlib.use("Agg")
+        save(detector_figure(evaluations), out / "detectors", ("png",))
+        print(f"wrote {out / 'detectors.md'}, {out / 'detectors.png'}")
+        return 0
+    out = claim_dir(args.out, "detect-eval", writes=["detectors.csv", "detectors.md", BEST,
+                                                     *(f"{name}.png" for name in FIGURES.values())],
+                    overwrite=args.overwrite)
+    names = [detect.store_signals(s) for s in stores + transfer]
+    signals = [n for n in SIGNALS if all(n in found for found in names)]
+    train_df = _table(stores, args.annotations, signals)
+    test_df = _table(transfer, args.annotations, signals) if transfer else None
+    config = suite.SuiteConfig(folds=args.folds, resamples=args.resamples, prior=args.token_prior)
+    result = suite.compare(train_df, test_df, config)
+    _write(out, result.evaluations)
     matplotlib.use("Agg")
-    save(detector_figure(evaluations + singles[:3]), out / "detectors", ("png",))
-    print(markdown_table(frame.head(12)))
-    if len(frame) > 12:
-        print(f"... {len(frame) - 12} more single signals in {out / 'detectors.md'}", file=sys.stderr)
-    print(f"wrote {out / 'detectors.md'}, {out / 'detectors.png'}")
+    for group, name in FIGURES.items():
+        rows = [e for e in result.evaluations if e.group == group]
+        if rows:
+            save(roc_figure(rows, group), out / name, ("png",))
+    choice = result.choice
+    best = detect.train(train_df, choice.columns(train_df), choice.kind, strength=choice.strength)
+    best.trained_on.update(_trained_on(stores, args.stores, train_df, feature_set=choice.features,
+                                       strength=choice.strength, cv_auroc=round(choice.cv_auroc, 4)))
+    best.save(out / BEST)
+    print(f"best combination (by {args.folds}-fold CV on the training scenes): --features {choice.features} "
+          f"--strength {choice.strength:g}{'' if choice.prior else ' --no-token-prior'}; trained on all training "
+          f"scenes -> {out / BEST}")
+    print(f"wrote {out / 'detectors.md'} and the ROC figures {', '.join(f'{n}.png' for n in FIGURES.values())}")
     return 0
+
+
+def _write(out: Any, evaluations: list[detect.Evaluation]) -> None:
+    frame = detect.table(evaluations)
+    frame.to_csv(out / "detectors.csv", index=False)
+    (out / "detectors.md").write_text("Folds and 95 % CIs are grouped by image (`images`: how many).\n\n"
+                                      + markdown_table(frame) + "\n")
+    print(markdown_table(frame))
+

@@ -10,7 +10,7 @@ import torch
 
 from ..errors import AfipError, require_positive
 from ..images import collect_images
-from ..metrics.detect import Detector
+from ..metrics.detect import load_detector
 from ..pipelines.tracing import trace_images
 from .flags import add_generation_flags, generation_settings
 
@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "`afip-probe merge`); 'auto' takes i and N from RANK/WORLD_SIZE as set by accelerate launch "
                    "or torchrun and writes OUT.shard<i>of<N>")
     p.add_argument("--resume", action="store_true", help="skip samples the store already holds")
-    p.add_argument("--detector", help="a detector JSON (`afip-probe detect train`): each token row gets its "
-                   "hallucination risk as it is traced")
+    p.add_argument("--detector", help="a detector JSON (`afip-probe detect train`), or a training-free signal "
+                   "column (e.g. pas_layer0; docs/signals.md): each token row gets its hallucination risk as it is "
+                   "traced")
     p.add_argument("--max-images", type=int, help="trace only the first N images (in sorted order)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_images is not None:
         require_positive(args.max_images, "--max-images")
         images = collect_images(images)[: args.max_images]
-    detector = Detector.load(args.detector) if args.detector else None
+    detector = load_detector(args.detector) if args.detector else None
     summary = trace_images(settings, images, out, resume=args.resume, progress=not args.no_progress, shard=shard,
                            detector=detector)
     for err in summary.errors[:10]:

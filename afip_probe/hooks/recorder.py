@@ -243,6 +243,13 @@ class Recorder(Switch):
             layer[step - first, layers] = t[:, b].float().cpu()
         arrays = {array_name("head", f): head[:, :, i].numpy() for i, f in enumerate(HEAD_FIELDS)}
         arrays.update({array_name("layer", f): layer[:, :, i].numpy() for i, f in enumerate(LAYER_FIELDS)})
+        maps = _since(run.raw.items["maps"], first)
+        if maps:  # head-mean image maps (levels maps and full), as stored: this sample's image slots
+            slots = len(run.layouts[b].positions)
+            stacked = torch.zeros((n, self.num_layers, slots), dtype=maps[0][2].dtype)  # [S, L, n]
+            for step, layers, t in maps:
+                stacked[step - first, layers] = t[:, b, :slots].cpu()
+            arrays[array_name("maps")] = stacked.numpy()
         if self.hidden is not None:
             arrays.update(self.hidden.live(first, tokens, b))
         chosen = run.pending_logp[b, tokens[-1]].reshape(1)

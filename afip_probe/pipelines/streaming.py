@@ -27,14 +27,17 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import greenlet
+import numpy as np
 import torch
 from transformers.generation.streamers import BaseStreamer
 
 from ..errors import AfipError
 from ..hooks import trace
+from ..hooks.hidden import resolve_hidden
 from ..metrics.detect import Detector, LiveScorer
+from ..metrics.signals import SampleContext, recording_needs
 from ..models import ModelAdapter, adapter_for
-from ..records import DEFAULT_PROMPT
+from ..records import DEFAULT_PROMPT, SampleTrace
 
 
 @dataclass
@@ -85,7 +88,7 @@ class _Streamer(BaseStreamer):
         texts = self.tokenizer.batch_decode([self.tokens[: i + 1] for i in range(first, len(self.tokens))],
                                             skip_special_tokens=True)
         risks = [None] * len(tokens) if self.scorer is None else \
-            self.scorer(live.arrays, live.token_entropy, live.logprob, tokens).tolist()
+            self.scorer(live.arrays, live.token_entropy, live.logprob, tokens, first_step=first).tolist()
         pieces = []
         for i, (token, text) in enumerate(zip(tokens, texts)):
             piece = text[len(self.text):] if text.startswith(self.text) else text
@@ -109,11 +112,22 @@ def stream(model: Any, processor: Any, image: Any, prompt: str = DEFAULT_PROMPT,
     if latency < 0:
         raise AfipError(f"latency is a time in seconds, >= 0 (got {latency})")
     adapter = adapter or adapter_for(model, processor)
-    scorer = None if detector is None else LiveScorer(detector, adapter.num_layers)
     device = next(model.parameters()).device
     inputs = adapter.build_inputs([image], prompt, device=device)
+    level, hidden = "stats", ()
+    scorer = None
+    if detector is not None:  # record what the detector reads: maps for ADS, its hidden states
+        level, hidden = recording_needs(detector.features, detector.trained_on.get("hidden_layers") or ())
+        if not hidden and any(f in ("ic", "image_ic") for f in detector.features):  # a signal alone: every layer
+            hidden = resolve_hidden("all", adapter.decoder_depth)
+        layout = adapter.layouts(inputs)[0]
+        prompt_ids = inputs["input_ids"][0].tolist()
+        trace_like = SampleTrace(prompt_ids, [], layout, {}, {}, np.zeros(0), np.zeros(0))
+        context = SampleContext.from_trace(trace_like, adapter.tiles(layout, prompt_ids, image.width, image.height),
+                                           adapter.num_layers, hidden)
+        scorer = LiveScorer(detector, adapter.num_layers, context)
     tokenizer = getattr(processor, "tokenizer", processor)
-    rec = trace(model, processor, adapter=adapter, exact=exact)
+    rec = trace(model, processor, adapter=adapter, exact=exact, level=level, hidden=hidden)
     streamer = _Streamer(rec, tokenizer, scorer, greenlet.getcurrent(), latency)
     worker = greenlet.greenlet(lambda: model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
                                                       **{"do_sample": False, **generate_kwargs}))
