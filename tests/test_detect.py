@@ -139,7 +139,8 @@ def test_the_live_scorer_equals_the_detector_on_the_token_table(kind):
     arrays[array_name("layer", "kl")][7, 1] = np.nan
     ctx = SampleContext(prompt_tokens=20, image_tokens=slots, tiles=(Tile("crop", (1, 2), (0, 1), (0, 0, 1, 1)),
                         Tile("overview", (2, 2), (2, 3, 4, 5), (0, 0, 1, 1))), num_layers=layers, hidden_layers=(1, 3))
-    tokens = pd.DataFrame({"sample_id": "s", "step": np.arange(steps), "token_entropy": arrays["token_entropy"],
+    tokens = pd.DataFrame({"sample_id": [f"s{i // 6}" for i in range(steps)], "step": np.arange(steps),
+                           "token_entropy": arrays["token_entropy"],
                            "logprob": arrays["logprob"], "token_id": rng.integers(0, 9, steps)})
     probe = [f"hidden_row_h3_{i}" for i in range(5)]
     features = [f"{m}_{r}" for m in detect.METRICS for r in ("all", "late", "layer1", "layer2")]

@@ -215,15 +215,16 @@ class HiddenStates:
         return out
 
     def live(self, first: int, tokens: Sequence[int], b: int = 0) -> dict[str, np.ndarray]:
-        """While generate() runs: sample b's arrays for steps `first`.. (they chose `tokens`), float32 and
-        named as stored (`array_name`): hidden [S, K, d], lens and image_lens [S, K], image_hidden [K, n, d]."""
+        """While generate() runs: sample b's arrays for steps `first`.. (they chose `tokens`), named as stored
+        (`array_name`) and rounded to the record dtype as stored: hidden [S, K, d], lens and image_lens [S, K],
+        image_hidden [K, n, d]."""
         from ..records import array_name
 
         rows = self._steps(first, first + len(tokens))[:, :, b]  # [S, K, d]
         ids = torch.tensor(list(tokens), dtype=torch.long, device=rows.device)
         lens = self._lens(rows[:, :, None], ids[:, None])[:, :, 0]  # [S, K]
-        return {array_name("hidden"): rows.float().cpu().numpy(),
-                array_name("image_hidden"): self.image_states(b).float().cpu().numpy(),
+        return {array_name("hidden"): rows.to(self.dtype).float().cpu().numpy(),  # as stored: in the record dtype
+                array_name("image_hidden"): self.image_states(b).to(self.dtype).float().cpu().numpy(),
                 array_name("lens"): lens.cpu().numpy(),
                 array_name("image_lens"): self._image_lens_of(ids, b).cpu().numpy()}
 

@@ -117,7 +117,12 @@ def _by_range(per_layer: np.ndarray, ctx: SampleContext, prefix: str, reduce: st
 
 
 def _metric(metric: str) -> Callable[[Mapping[str, np.ndarray], SampleContext], Columns]:
-    return lambda arrays, ctx: _by_range(layer_metrics(arrays)[metric][..., None], ctx, metric)
+    """afip-probe's statistics as the token table has always averaged them (`sample_metrics`: a NaN layer
+    makes its ranges NaN)."""
+    def compute(arrays: Mapping[str, np.ndarray], ctx: SampleContext) -> Columns:
+        per_layer = layer_metrics(arrays)[metric]  # [T, L]
+        return {f"{metric}_{name}": per_layer[:, layers].mean(axis=1) for name, layers in ctx.ranges().items()}
+    return compute
 
 
 def _lookback_heads(arrays: Mapping[str, np.ndarray], ctx: SampleContext) -> np.ndarray:
