@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--out", default="benchmarks/results/signals_cost.json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result: dict[str, Any] = {"recording": [], "signals": []}
     for name in args.models:
         m = wide_model() if name == "wide" else load(name, device="cpu")

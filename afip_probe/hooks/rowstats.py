@@ -276,14 +276,16 @@ def _safe_shift(m: torch.Tensor) -> torch.Tensor:
 
 
 def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor | None]], like: torch.Tensor,
-                     work: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     work: Workspace | None = None, tail: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Max, sum and log-sum-exp over the kept keys of score parts [..., B, H, k] (keep masks [..., B, k],
-    or None: every key kept).
+    or None: every key kept), and the log-sum-exp of the last part's keys from index `tail` on (None: none).
 
-    Returns three tensors shaped like `like` ([..., B, H]); -inf, 0 and -inf where nothing is kept.
+    Returns four tensors shaped like `like` ([..., B, H]); -inf, 0, -inf and -inf where nothing is kept.
     """
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    for part, keep in parts:
+    tail_lse = None
+    for i, (part, keep) in enumerate(parts):
         if part.shape[-1] == 0:
             continue
         if keep is None:
@@ -293,13 +295,16 @@ def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor | None]], like
             masked, total = part.masked_fill(~k, NEG_INF), torch.where(k, part, 0.0).sum(-1)
         m = masked.amax(-1)
         shift = _safe_shift(m)
-        shifted = torch.sub(masked, shift[..., None], out=_scratch(work, "text", masked, masked.shape))
-        lse = shift + torch.log(shifted.exp_().sum(-1))
+        shifted = torch.sub(masked, shift[..., None], out=_scratch(work, "text", masked, masked.shape)).exp_()
+        lse = shift + torch.log(shifted.sum(-1))
+        if tail is not None and i == len(parts) - 1 and tail < part.shape[-1]:  # e.g. the generated keys
+            tail_lse = shift + torch.log(shifted[..., tail:].sum(-1))
         out = (m, total, lse) if out is None else (torch.maximum(out[0], m), out[1] + total,
                                                    torch.logaddexp(out[2], lse))
+    none = torch.full_like(like, NEG_INF)
     if out is None:
-        return torch.full_like(like, NEG_INF), torch.zeros_like(like), torch.full_like(like, NEG_INF)
-    return out
+        return none, torch.zeros_like(like), none, none
+    return (*out, none if tail_lse is None else tail_lse)
 
 
 def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tensor, img: ImageIndex,
@@ -326,29 +331,27 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     if img.ragged:
         pad = ~img.valid[:, None, :]
         x, x0 = x0.masked_fill(pad, NEG_INF), x0.masked_fill(pad, 0.0)
-    gen = kv - 1 if generated_start is None else min(max(generated_start, 0), kv - 1)  # generated keys: [gen, kv-1)
+    # generated keys: [gen, kv-1), a tail of the last text part (they follow the prompt, and so its image)
+    gen = kv - 1 if generated_start is None else min(max(generated_start, 0), kv - 1)
     if block is not None:  # text keys: before and after the image block, the query's own key excluded
         start, stop = block
-        gen = max(gen, stop)  # generated keys follow the prompt, and so its image
+        gen = max(gen, stop)
         if bool(allowed.all()):
-            parts = [(s[..., :start], None), (s[..., stop: gen], None)]
-            generated = [(s[..., gen: kv - 1], None)]
+            parts = [(s[..., :start], None), (s[..., stop: kv - 1], None)]
             n_txt = torch.full(allowed.shape[:-1], kv - 1 - (stop - start), device=s.device)
         else:
             before, after = allowed[..., :start], allowed[..., stop: kv - 1]
-            parts = [(s[..., :start], before), (s[..., stop: gen], after[..., : gen - stop])]
-            generated = [(s[..., gen: kv - 1], after[..., gen - stop:])]
+            parts = [(s[..., :start], before), (s[..., stop: kv - 1], after)]
             n_txt = before.sum(-1) + after.sum(-1)
+        tail = gen - stop
         self_score = s[..., kv - 1]
     else:
         text = text_keys(allowed, is_image)[..., : kv - 1]
-        parts = [(s[..., :gen], text[..., :gen])]
-        generated = [(s[..., gen: kv - 1], text[..., gen:])]
+        parts = [(s[..., : kv - 1], text)]
+        tail = gen
         self_score = s[..., kv - 1].masked_fill(is_image[:, -1:], NEG_INF)  # an image key counts as image
         n_txt = text.sum(-1)
-    p_max, p_sum, p_lse = _text_reductions(parts, self_score, work)  # prompt text
-    g_max, g_sum, g_lse = _text_reductions(generated, self_score, work)  # generated, own key excluded
-    t_max, t_sum, t_lse = torch.maximum(p_max, g_max), p_sum + g_sum, torch.logaddexp(p_lse, g_lse)
+    t_max, t_sum, t_lse, g_lse = _text_reductions(parts, self_score, work, tail)
     n_txt = n_txt.clamp(min=1).to(torch.float32)[..., None]  # [..., B, 1]
     n_img = img.count.clamp(min=1)[:, None]
 
@@ -373,15 +376,15 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     a_norm = a_bar / a_bar.sum(-1, keepdim=True).clamp(min=TINY)
     ent_renorm = -(a_norm * torch.log(a_norm + EPS)).sum(-1)
 
-    # lookback parts: the own key (0 when it is an image key) goes to the generated keys once it is one
-    own = torch.exp(self_score - lse)
+    # lookback parts: text mass split into prompt text and generated keys; the own key (0 when it is an image
+    # key) goes to the generated ones once it is one
+    txt_mass, gen_mass, own = torch.exp(t_lse - lse), torch.exp(g_lse - lse), torch.exp(self_score - lse)
     if own_generated is None:
-        own_generated = torch.tensor(generated_start is not None and generated_start <= kv - 1, device=s.device)
-    own_gen = own * own_generated
-    prompt_mass = torch.exp(p_lse - lse) + (own - own_gen)
-    generated_mass = torch.exp(g_lse - lse) + own_gen
-    head = torch.stack([var, m, t_max, x0.sum(-1) / n_img, t_sum / n_txt, var / n_img,
-                        torch.exp(t_lse - lse) / n_txt, lse, img_entropy, kl, prompt_mass, generated_mass],
+        own_gen = own if generated_start is not None and generated_start <= kv - 1 else torch.zeros_like(own)
+    else:
+        own_gen = own * own_generated
+    head = torch.stack([var, m, t_max, x0.sum(-1) / n_img, t_sum / n_txt, var / n_img, txt_mass / n_txt, lse,
+                        img_entropy, kl, txt_mass - gen_mass + (own - own_gen), gen_mass + own_gen],
                        dim=-2)  # [..., B, F_head, H]
     layer = torch.stack([ent, ent_renorm, kl.mean(-1)], dim=-1)  # [..., B, F_layer]
     return RowStats(head=head, layer=layer, img_mean_probs=a_bar, img_scores=x0)
