@@ -17,6 +17,7 @@ from afip_probe.cli import main
 from afip_probe.errors import AfipError
 from afip_probe.metrics import detect
 from afip_probe.metrics.detect import suite
+from afip_probe.store.verify import verify
 
 
 def _synthetic(planted: float, seed: int = 0, captions: int = 120) -> pd.DataFrame:
@@ -197,6 +198,7 @@ def test_risk_recorded_while_tracing_equals_risk_from_the_stored_statistics(orga
     assert len(afterwards) == len(recorded) == store.samples().num_tokens.sum()
     np.testing.assert_allclose(recorded.loc[afterwards.index].to_numpy(), afterwards.to_numpy(), atol=1e-6, rtol=0)
     assert store.settings["detector"]["kind"] == "logistic"
+    assert verify(organism / "risky").ok  # image_hidden [K, n, d] is no per-step array
     # a trace that cannot give the detector's signals is refused before it writes a sample
     assert main(["trace", "--model", "organism", "--images", str(organism / "images"), "--out", str(organism / "x"),
                  "--max-images", "1", "--device", "cpu", "--detector", str(organism / "live.json")]) == 2

@@ -9,7 +9,7 @@ Example:
     ...                  layer={f: np.zeros((T, L), np.float32) for f in LAYER_FIELDS},
     ...                  token_entropy=np.zeros(T, np.float32), logprob=np.zeros(T, np.float32))
     >>> tr.num_tokens, sorted(tr.arrays())[:2]
-    (3, ['head/img_entropy', 'head/img_max_score'])
+    (3, ['head/generated_mass', 'head/img_entropy'])
 """
 
 from __future__ import annotations

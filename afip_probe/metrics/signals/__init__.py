@@ -110,9 +110,8 @@ def _by_range(per_layer: np.ndarray, ctx: SampleContext, prefix: str, reduce: st
     out = {}
     for name, layers in ctx.ranges().items():
         part = per_layer[:, layers].reshape(len(per_layer), -1)
-        with warnings.catch_warnings():  # a range whose values are all NaN (ADS with no image in sight) is NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out[f"{prefix}_{name}"] = np.nanmean(part, -1) if reduce == "mean" else np.nansum(part, -1)
+        # (a range whose values are all NaN, e.g. ADS with no image in sight, is NaN: `signal_columns` quiets it)
+        out[f"{prefix}_{name}"] = np.nanmean(part, -1) if reduce == "mean" else np.nansum(part, -1)
     return out
 
 
@@ -283,7 +282,9 @@ def signal_columns(arrays: Mapping[str, np.ndarray], ctx: SampleContext, signals
         if not sig.available(arrays):
             missing = sorted(set(sig.needs) - set(arrays))
             raise AfipError(f"signal {name} needs the recorded arrays {', '.join(missing)}: " + _how_to_record(missing))
-        cols = sig.compute(arrays, ctx)
+        with warnings.catch_warnings():  # all-NaN means (a layer range with no image in sight) are NaN, quietly
+            warnings.simplefilter("ignore", RuntimeWarning)
+            cols = sig.compute(arrays, ctx)
         out.update(cols if wanted is None else {k: v for k, v in cols.items() if k in wanted})
     return out
 
