@@ -12,10 +12,8 @@ median of the rounds' paired ratios are printed. The statistics both compute are
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,24 +23,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from afip_probe.hooks import rowstats as current  # noqa: E402
+from past_revision import past_module  # noqa: E402
 
 SHAPES = {  # layers, heads, image tokens, prompt tokens before the image, after it
     "wide": (32, 32, 576, 5, 12),
     "organism": (4, 4, 64, 3, 8),
 }
-
-
-def past_module(rev: str) -> Any:
-    source = subprocess.run(["git", "show", f"{rev}:afip_probe/hooks/rowstats.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    spec = importlib.util.spec_from_loader("afip_probe.hooks._rowstats_past", loader=None)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    module.__package__ = "afip_probe.hooks"
-    sys.modules[spec.name] = module  # type: ignore[union-attr]
-    exec(compile(source, f"{rev}:rowstats.py", "exec"), module.__dict__)  # noqa: S102 - our own past source
-    return module
 
 
 def steps(shape: str, n_steps: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
@@ -82,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                    "threads thrash)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    past = past_module(args.rev)
+    past = past_module(args.rev, "afip_probe/hooks/rowstats.py")
     for shape in args.shapes:
         rows = steps(shape, args.steps)
         _, old = run(past, rows, new=False)
