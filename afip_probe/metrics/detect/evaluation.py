@@ -126,8 +126,7 @@ def table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
                 "AUROC 95% CI": f"{e.auroc_ci[0]:.3f}–{e.auroc_ci[1]:.3f}", "AUPRC": round(e.auprc, 3),
                 "AUPRC 95% CI": f"{e.auprc_ci[0]:.3f}–{e.auprc_ci[1]:.3f}",
                 "Brier": round(e.brier, 4) if np.isfinite(e.brier) else "",
-                "tokens": e.n_tokens, "hallucinated": e.n_hallucinated, "images": e.n_captions}
-        if e.note:
-            row["note"] = e.note
+                "tokens": e.n_tokens, "hallucinated": e.n_hallucinated, "images": e.n_captions, "note": e.note}
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame if frame.note.astype(bool).any() else frame.drop(columns="note")

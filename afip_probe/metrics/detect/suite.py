@@ -193,13 +193,24 @@ def choose_combination(train_df: pd.DataFrame, config: SuiteConfig, probe_layer:
     return best
 
 
+PREVIOUS = "afip"  # the feature set of afip-probe's detector before the published signals (with the token prior)
+
+
 def combination(train_df: pd.DataFrame, test_df: pd.DataFrame | None, config: SuiteConfig,
                 probe_layer: int) -> tuple[list[Evaluation], Choice]:
+    """The chosen combination, and for reference afip-probe's previous detector (its own statistics, the
+    output's and the token prior; logistic, C=1) on the same scenes."""
     choice = choose_combination(train_df, config, probe_layer)
     prior = " + token prior" if choice.prior else ""
     name = f"best combination: {choice.features}{prior} (logistic, C={choice.strength:g}; chosen by training CV)"
-    return _learned(name, COMBINED, train_df, test_df, choice.columns(train_df), config, choice.kind,
-                    choice.strength), choice
+    rows = _learned(name, COMBINED, train_df, test_df, choice.columns(train_df), config, choice.kind, choice.strength)
+    try:
+        previous = feature_names(train_df, PREVIOUS, prior=config.prior)
+    except Exception:  # a table without afip-probe's statistics
+        return rows, choice
+    rows += _learned(f"for reference, the previous detector: {PREVIOUS}{prior} (logistic, C=1)", COMBINED, train_df,
+                     test_df, previous, config)
+    return rows, choice
 
 
 @dataclass
