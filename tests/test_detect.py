@@ -385,7 +385,8 @@ def test_folds_and_intervals_group_by_image_across_conditions_and_stores(tmp_pat
     settings = GenerationSettings("organism", max_new_tokens=40, device="cpu")
     trace_images(settings, [picked], tmp_path / "cmp", conditions=conditions_for(["pai"], history_ablation=False),
                  progress=False)
-    table = detect.detection_table(st.open(tmp_path / "cmp"))
+    with pytest.warns(UserWarning, match="no ads, cgc, ic, image_ic, hidden_row, hidden_own"):  # stats level only
+        table = detect.detection_table(st.open(tmp_path / "cmp"))
     assert table.condition.nunique() == 2 and table.sample_id.str.contains("/").all()
     per_image = table.groupby(table.sample_id.str.split("/").str[1]).group.nunique()
     assert (per_image == 1).all() and table.group.nunique() == 5
@@ -398,7 +399,8 @@ def test_folds_and_intervals_group_by_image_across_conditions_and_stores(tmp_pat
     assert main(["trace", "--model", "organism", "--images", str(other), "--out", str(tmp_path / "s5"),
                  "--max-new-tokens", "40", "--device", "cpu", "--no-progress"]) == 0
     base = table[table.condition == table.condition.iloc[0]]
-    both = pd.concat([base, detect.detection_table(st.open(tmp_path / "s5"))])
+    with pytest.warns(UserWarning, match="no ads"):
+        both = pd.concat([base, detect.detection_table(st.open(tmp_path / "s5"))])
     assert both.group.nunique() == 10
     ev = detect.evaluate_scores("x", both.token_entropy.to_numpy(), both.label.eq("hallucinated").to_numpy()
                                 | (both.step == 0).to_numpy(), detect.groups_of(both), 20)

@@ -43,7 +43,8 @@ def detector_figure(evaluations: Sequence[Evaluation]) -> Any:
     cal_ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls="--")
     cal_ax.set(xlabel="predicted risk", ylabel="fraction hallucinated", title="reliability")
     for ax in (roc_ax, pr_ax, cal_ax):
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:  # (no reliability curve for scores that are no probabilities)
+            ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
 

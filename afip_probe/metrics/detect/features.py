@@ -131,12 +131,13 @@ def feature_matrix(df: pd.DataFrame, features: Sequence[str], prior: "TokenPrior
                             "(leave it out: --no-token-prior)")
         if prior is None:
             raise AfipError(f"{TOKEN_PRIOR} is learned: train a detector with it (it is no signal on its own)")
-        df = df.assign(**{TOKEN_PRIOR: prior(df.token_id.to_numpy())})
-    missing = [f for f in features if f not in df]
+    missing = [f for f in features if f not in df and f != TOKEN_PRIOR]
     if missing:
         raise AfipError(f"the token table has no {', '.join(missing[:3])}: trace with what this detector was "
                         "trained on (layers, --record, --hidden), or train it on this store")
-    x = df[list(features)].to_numpy(dtype=np.float64)
+    x = np.empty((len(df), len(features)))
+    for j, f in enumerate(features):
+        x[:, j] = prior(df.token_id.to_numpy()) if f == TOKEN_PRIOR else df[f].to_numpy(dtype=np.float64)  # type: ignore[misc]
     y = is_hallucinated(df) if "label" in df else np.zeros(len(df), bool)
     return finite(x), y
 

@@ -67,7 +67,7 @@ def trace_features(arrays: Mapping[str, np.ndarray], tokens: pd.DataFrame, featu
     if missing:
         raise AfipError(f"the detector uses {', '.join(missing[:3])}, which this model's trace does not give "
                         "(other layers?)")
-    frame = tokens.reset_index(drop=True).copy()
-    for name, values in cols.items():
-        frame[name] = np.asarray(values, dtype=np.float32)
-    return frame
+    frame = tokens.reset_index(drop=True)
+    added = pd.DataFrame({name: np.asarray(values, dtype=np.float32) for name, values in cols.items()},
+                         index=frame.index)
+    return pd.concat([frame.drop(columns=[c for c in added if c in frame]), added], axis=1)

@@ -105,14 +105,11 @@ def _head(arrays: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     return np.asarray(arrays[array_name("head", name)], np.float64)
 
 
-def _by_range(per_layer: np.ndarray, ctx: SampleContext, prefix: str, reduce: str = "mean") -> Columns:
-    """Columns ``<prefix>_<range>`` of a [T, L, ...] array, reduced over each range's layers and the rest."""
-    out = {}
-    for name, layers in ctx.ranges().items():
-        part = per_layer[:, layers].reshape(len(per_layer), -1)
-        # (a range whose values are all NaN, e.g. ADS with no image in sight, is NaN: `signal_columns` quiets it)
-        out[f"{prefix}_{name}"] = np.nanmean(part, -1) if reduce == "mean" else np.nansum(part, -1)
-    return out
+def _by_range(per_layer: np.ndarray, ctx: SampleContext, prefix: str) -> Columns:
+    """Columns ``<prefix>_<range>`` of a [T, L, ...] array, averaged over each range's layers and the rest, NaN
+    left out (a range whose values are all NaN, e.g. ADS with no image in sight, is NaN)."""
+    return {f"{prefix}_{name}": np.nanmean(per_layer[:, layers].reshape(len(per_layer), -1), -1)
+            for name, layers in ctx.ranges().items()}
 
 
 def _metric(metric: str) -> Callable[[Mapping[str, np.ndarray], SampleContext], Columns]:
@@ -201,7 +198,8 @@ SIGNALS: dict[str, Signal] = {
                       hallucinated_when="low"),
     "svar": Signal("svar", "summed visual attention, SVAR", "the global baseline of PAS and of Nguyen et al.",
                    (array_name("head", "var"),),
-                   lambda arrays, ctx: _by_range(_head(arrays, "var"), ctx, "svar", reduce="sum"),
+                   lambda arrays, ctx: {f"svar_{name}": summed_visual_attention(_head(arrays, "var"), layers)
+                                        for name, layers in ctx.ranges().items()},
                    hallucinated_when="low"),
     "lookback": Signal("lookback", "lookback ratio (mean over heads)", LOOKBACK, tuple(HEAD),
                        lambda arrays, ctx: _by_range(_lookback_heads(arrays, ctx), ctx, "lookback"),
