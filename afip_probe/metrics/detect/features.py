@@ -4,7 +4,8 @@ prior, and the groups validation keeps apart (images).
 Feature sets (`FEATURE_SETS`, ``--features``; several join with commas, e.g. ``all,probe``):
 
 - ``all``: every training-free signal of `afip_probe.metrics.signals` in the table, per layer range and
-  per layer, token entropy, log-probability and the relative position;
+  per layer (once where two range names are the same layers), token entropy, log-probability and the
+  relative position;
 - ``ranges``: the same per layer range only; ``afip``: afip-probe's own statistics only (the set before
   the published signals were added);
 - ``live``: as ``all``, without what is unknown when the token is chosen (the relative position, the
@@ -15,12 +16,13 @@ Feature sets (`FEATURE_SETS`, ``--features``; several join with commas, e.g. ``a
 - ``probe``: the hidden states of the row that chose the token (``probe=K``: at hidden index K only).
 
 Example:
-    >>> df = pd.DataFrame({"var_all": [0.1], "var_layer0": [0.2], "pas_layer0": [0.3], "token_entropy": [1.0],
-    ...                    "logprob": [-1.0], "relative_position": [0.5], "lookback_l0_h0": [0.9]})
-    >>> feature_names(df, "all")
-    ['var_all', 'var_layer0', 'pas_layer0', 'token_entropy', 'logprob', 'relative_position']
-    >>> feature_names(df, "live,lookback-lens")
-    ['var_all', 'var_layer0', 'pas_layer0', 'token_entropy', 'logprob', 'lookback_l0_h0']
+    >>> df = pd.DataFrame({"var_all": [0.1], "var_late": [0.2], "var_layer0": [0.2], "var_layer1": [0.2],
+    ...                    "var_layer2": [0.2], "pas_layer0": [0.3], "token_entropy": [1.0], "logprob": [-1.0],
+    ...                    "relative_position": [0.5], "lookback_l0_h0": [0.9]})
+    >>> feature_names(df, "all")     # a 3-layer model: var_layer2 is var_late (listed once)
+    ['var_all', 'var_late', 'var_layer0', 'var_layer1', 'pas_layer0', 'token_entropy', 'logprob', 'relative_position']
+    >>> feature_names(df, "live,lookback-lens")[-3:]
+    ['token_entropy', 'logprob', 'lookback_l0_h0']
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import pandas as pd
 from ...errors import AfipError
 from ..findings import is_hallucinated
 from ..signals import SIGNALS, family_of
-from ..table import METRICS
+from ..table import METRICS, default_layer_ranges
 
 OBJECT_LABELS = ("real", "hallucinated")
 TOKEN_PRIOR = "token_prior"  # log hallucination rate of the token id among training object mentions
@@ -99,12 +101,41 @@ def feature_names(df: pd.DataFrame, which: str = "all", prior: bool = False) -> 
     return names + ([TOKEN_PRIOR] if prior else [])
 
 
+def range_layers(df: pd.DataFrame) -> dict[str, frozenset[int]]:
+    """The layers of each layer range a table's columns are named by: its ``layer_ranges`` attribute, else the
+    default ranges and ``layer<i>`` of a model with as many layers as the table has ``layer<i>`` columns.
+
+    >>> sorted(range_layers(pd.DataFrame(columns=["var_late", "var_layer0", "var_layer1"])).items())[:3]
+    [('all', frozenset({0, 1})), ('early', frozenset({0})), ('layer0', frozenset({0}))]
+    """
+    singles = [int(c.rpartition("_layer")[2]) for c in df.columns if c.rpartition("_layer")[2].isdigit()]
+    n = max(singles) + 1 if singles else 0
+    named = (default_layer_ranges(n) | {f"layer{i}": [i] for i in range(n)}) if n else {}
+    named |= df.attrs.get("layer_ranges") or {}
+    return {name: frozenset(int(i) for i in v) for name, v in named.items()}
+
+
+def _once(columns: list[str], df: pd.DataFrame) -> list[str]:
+    """`columns` with each signal listed once where two range names are one set of layers, hence one array
+    (``late`` and ``layer3`` on a 4-layer model): the first name is kept."""
+    layers, seen, out = range_layers(df), set(), []
+    for c in columns:
+        family = family_of(c)
+        rng = c[len(family) + 1:] if family else ""
+        key = (family, layers[rng]) if rng in layers else (c, None)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
 def _feature_set(df: pd.DataFrame, kind: str, arg: str) -> list[str]:
     cols = list(df.columns)
     if kind in ("all", "ranges", "live", "afip"):
         signal = [c for c in cols if _scalar(c) and c not in OUTPUT and (kind != "ranges" or not _is_layer(c))
                   and (kind != "afip" or family_of(c) in METRICS) and (kind != "live" or _live(c))]
-        return signal + [c for c in OUTPUT if c in df] + ([POSITION] if kind != "live" and POSITION in df else [])
+        return _once(signal, df) + [c for c in OUTPUT if c in df] + ([POSITION] if kind != "live" and POSITION in df
+                                                                    else [])
     if kind == "lookback-lens":
         return [c for c in cols if family_of(c) == "lookback_heads"]
     if kind == "lookback-split":
