@@ -335,8 +335,11 @@ def test_detect_eval_compares_every_group_in_domain_and_on_new_scenes(organism, 
 
 
 def detect_figures() -> list[str]:
-    from afip_probe.commands.detect import FIGURES
+    """The command's figure names: one per group of the comparison (the command names them without importing the
+    suite, so that `--help` stays light), and its --features help names every feature set."""
+    from afip_probe.commands.detect import FIGURES, SETS_HELP
 
+    assert tuple(FIGURES) == suite.GROUPS and all(name in SETS_HELP for name in detect.FEATURE_SETS)
     return [f"{name}.png" for name in FIGURES.values()]
 
 

@@ -11,30 +11,33 @@ import argparse
 import sys
 from typing import Any
 
-import matplotlib
-import pandas as pd
-
-from .. import store as st
 from ..errors import require_positive
-from ..metrics import detect
-from ..metrics.detect import suite
-from ..metrics.findings import is_hallucinated
-from ..metrics.signals import SIGNALS
-from ..metrics.table import chair_for
-from ..outputs import claim_dir, claim_file
-from ..plots.detect import detector_figure, roc_figure
-from ..plots.report import markdown_table, save
 
-FIGURES = {group: f"roc_{group.replace(' ', '-')}" for group in suite.GROUPS}
+# heavy libraries (pandas, sklearn, matplotlib) are imported where a command runs: `afip-probe --help` stays fast
+GROUP_FIGURES = ("single signals", "published detectors", "hidden-state probe", "combination")  # suite.GROUPS
+FIGURES = {group: f"roc_{group.replace(' ', '-')}" for group in GROUP_FIGURES}
 BEST = "best-detector.json"
+SETS_HELP = ("feature sets joined by commas: all (every training-free signal per layer range and layer, token "
+             "entropy, log-probability, relative position), ranges (the same per range only), live (all without "
+             "what is unknown when the token is chosen: for streaming), afip (afip-probe's own statistics), "
+             "lookback-lens, lookback-split, ads-cgc (the papers' detectors' inputs), probe or probe=K (the hidden "
+             "states, at hidden index K); docs/signals.md (default: %(default)s)")
 
 
 def _open(paths: list[str]) -> list[Any]:
+    from .. import store as st
+
     return [st.open(p) for p in paths]
 
 
-def _table(stores: list[Any], annotations: str | None, signals: list[str] | None = None) -> pd.DataFrame:
+def _table(stores: list[Any], annotations: str | None, signals: list[str] | None = None) -> Any:
     """The object-token detection table of one or more stores (the signals all of them allow)."""
+    import pandas as pd
+
+    from ..metrics import detect
+    from ..metrics.signals import SIGNALS
+    from ..metrics.table import chair_for
+
     if signals is None:
         names = [detect.store_signals(s) for s in stores]
         signals = [n for n in SIGNALS if all(n in found for found in names)]
@@ -42,7 +45,7 @@ def _table(stores: list[Any], annotations: str | None, signals: list[str] | None
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
 
 
-def _trained_on(stores: list[Any], paths: list[str], df: pd.DataFrame, **extra: Any) -> dict[str, Any]:
+def _trained_on(stores: list[Any], paths: list[str], df: Any, **extra: Any) -> dict[str, Any]:
     settings = stores[0].settings
     return {"stores": list(paths), "model": str(df.model.iloc[0]), "record_level": settings.get("record_level"),
             "hidden_layers": list(settings.get("hidden_layers") or []), **extra}
@@ -69,9 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         d.add_argument("--overwrite", action="store_true", help="replace an earlier output")
     t = dsub.choices["train"]
     t.add_argument("-o", "--output", required=True, help="detector JSON to write")
-    t.add_argument("--features", default="all", help="feature sets joined by commas: " + "; ".join(
-        f"{k}: {v}" for k, v in detect.FEATURE_SETS.items()) + " (default: %(default)s)")
-    t.add_argument("--kind", default="logistic", choices=detect.KINDS, help="(default: %(default)s)")
+    t.add_argument("--features", default="all", help=SETS_HELP)
+    t.add_argument("--kind", default="logistic", choices=("logistic", "mlp"), help="the model: logistic regression "
+                   "or a small multilayer perceptron (default: %(default)s)")
     t.add_argument("--strength", type=float, default=1.0, help="the logistic's inverse L2 penalty C (default: "
                    "%(default)s; `detect eval` says which its best combination chose)")
     t.set_defaults(func=run_train)
@@ -85,6 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..metrics import detect
+    from ..outputs import claim_file
+    from ..plots.report import markdown_table
+
     require_positive(args.folds, "--folds")
     stores = _open(args.stores)
     output = claim_file(args.output, overwrite=args.overwrite, flag="-o")
@@ -101,7 +108,10 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _saved(args: argparse.Namespace, stores: list[Any]) -> list[detect.Evaluation]:
+def _saved(args: argparse.Namespace, stores: list[Any]) -> list[Any]:
+    from ..metrics import detect
+    from ..metrics.findings import is_hallucinated
+
     det = detect.load_detector(args.detector)
     df = _table(stores, args.annotations)
     for model in df.model.unique():
@@ -113,6 +123,15 @@ def _saved(args: argparse.Namespace, stores: list[Any]) -> list[detect.Evaluatio
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    from ..metrics import detect
+    from ..metrics.detect import suite
+    from ..metrics.signals import SIGNALS
+    from ..outputs import claim_dir
+    from ..plots.detect import detector_figure, roc_figure
+    from ..plots.report import save
+
     require_positive(args.folds, "--folds")
     stores = _open(args.stores)  # inputs first: a bad one leaves nothing behind
     transfer = _open(args.transfer) if args.transfer else []
@@ -153,7 +172,10 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(out: Any, evaluations: list[detect.Evaluation]) -> None:
+def _write(out: Any, evaluations: list[Any]) -> None:
+    from ..metrics import detect
+    from ..plots.report import markdown_table
+
     frame = detect.table(evaluations)
     frame.to_csv(out / "detectors.csv", index=False)
     (out / "detectors.md").write_text("Folds and 95 % CIs are grouped by image (`images`: how many).\n\n"

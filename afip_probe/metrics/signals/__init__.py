@@ -168,7 +168,7 @@ def _hidden_block(pos: str) -> Callable[[Mapping[str, np.ndarray], SampleContext
 CGC_TOP_K = 10  # patches averaged by CGC
 HEAD = [array_name("head", f) for f in ("var", "prompt_mass", "generated_mass")]
 HIDDEN = [array_name("hidden"), array_name("image_hidden")]
-AFIP = "afip-probe (DESIGN §5)"
+AFIP = "afip-probe (docs/design.md §5)"
 LOOKBACK = "Chuang et al. 2024, Lookback Lens, arXiv 2407.07071"
 NGUYEN = "Nguyen et al. 2026 (CVPR), Beyond the Global Scores, arXiv 2604.04863"
 _METRIC_TITLES = {
@@ -180,7 +180,7 @@ _METRIC_TITLES = {
     "mean_gap": "mean text − mean image score",
     "mean_gap_prob": "mean text − mean image attention",
 }
-#: the AFIP paper's hypotheses (DESIGN §5): diffuse, inconsistent image attention and a text-dominated row
+#: the AFIP paper's hypotheses (docs/design.md §5): diffuse, inconsistent image attention and a text-dominated row
 _METRIC_WAY = {"attn_entropy": "high", "attn_entropy_renorm": "high", "var": "low", "kl": "high", "peak_gap": "high",
                "mean_gap": "high", "mean_gap_prob": "high"}
 _STATS = [array_name("head", f) for f in ("var", "img_max_score", "txt_max_score", "img_mean_score", "txt_mean_score",
