@@ -7,7 +7,8 @@ The public API is these top-level names (the `afip-probe` commands wrap the same
 - tracing: `trace` (a recorder, with or without ``with``), `trace_images` (many images into a trace store),
   `open_store`, `correct` and `intercept` (correctors such as `AFIP`), `compare` (correctors off and on),
   `stream` (a caption with live risks);
-- analysis: `token_table`, `chair`, `figures` (the Findings 1–2), `heatmap`, `explore` (the explorer).
+- analysis: `token_table`, `chair`, `figures` (the Findings 1–2), `heatmap`, `explore` (the explorer);
+- detectors: `train_detector`, `evaluate_detectors` (every published per-token signal side by side).
 
 Everything is imported lazily: ``import afip_probe`` loads no torch, and the analysis functions and
 ``afip_probe.store``, ``afip_probe.metrics`` and ``afip_probe.plots`` work where torch is not installed.
@@ -45,6 +46,8 @@ _LAZY = {
     "figures": ("afip_probe.api", "figures"),
     "heatmap": ("afip_probe.api", "heatmap"),
     "explore": ("afip_probe.api", "explore"),
+    "train_detector": ("afip_probe.api", "train_detector"),
+    "evaluate_detectors": ("afip_probe.api", "evaluate_detectors"),
     "AFIP": ("afip_probe.correctors", "AFIP"),
     "PAI": ("afip_probe.correctors", "PAI"),
     "HGAI": ("afip_probe.correctors", "HGAI"),

@@ -27,11 +27,12 @@ Example (the README's hello-world, on the bundled model organism):
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import AfipError, option, require_positive
+from .errors import AfipError, AfipWarning, option, require_positive
 from .records import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
 
 StoreLike = Any  # a trace store folder (str / Path) or an opened `TraceStore`
@@ -87,17 +88,20 @@ def organism_scenes(n: int | None = None, *, progress: bool = True) -> Scenes:
 def trace_images(model: Any, images: Any, out: str | os.PathLike, *, level: str = "stats",
                  prompt: str = DEFAULT_PROMPT, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, batch_size: int = 8,
                  exact: bool = True, do_sample: bool = False, seed: int = 0, annotations: str | None = None,
-                 detector: Any = None, max_images: int | None = None, shard: tuple[int, int] | None = None,
-                 resume: bool = False, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
-                 progress: bool = True) -> Any:
+                 detector: Any = None, hidden: str = "", max_images: int | None = None,
+                 shard: tuple[int, int] | None = None, resume: bool = False, device: str = "auto",
+                 dtype: str = "auto", trust_remote_code: bool = False, progress: bool = True) -> Any:
     """Generate a reply for every image with tracing on and write a trace store at `out`; returns it opened
     (its `run` holds the run's summary: samples done, failed, tokens, seconds).
 
     `images`: image files, folders (searched with their subfolders), ``.txt`` lists of paths, ``.jsonl``
     manifests (``{"images": [...], "prompt": ...}`` per line, for prompts with several images), or the
     `organism_scenes` result. `annotations` (a COCO-format folder) is recorded in the store and used for its
-    CHAIR labels from then on. A failed image becomes a failed sample and the run goes on; `resume` finishes
-    an interrupted store.
+    CHAIR labels from then on. `hidden` also records decoder hidden states (``"all"``, ``"last"``, ``"2-"``,
+    ``"0,4"``: what the hidden-state signals and the probe read; docs/signals.md). `detector` (a
+    `train_detector` result, its JSON file, or a signal column such as ``"pas_layer0"``) gives every token
+    its hallucination risk as it is traced. A failed image becomes a failed sample and the run goes on;
+    `resume` finishes an interrupted store.
 
     Example:
         >>> import tempfile
@@ -121,7 +125,11 @@ def trace_images(model: Any, images: Any, out: str | os.PathLike, *, level: str 
     name = model.name if _is_loaded(model) else str(model)
     settings = GenerationSettings(model=name, prompt=prompt, level=level, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, dtype=dtype, device=device, seed=seed, do_sample=do_sample,
-                                  trust_remote_code=trust_remote_code, exact=exact)
+                                  trust_remote_code=trust_remote_code, exact=exact, hidden=hidden)
+    if detector is not None and not hasattr(detector, "predict"):
+        from .metrics.detect import load_detector
+
+        detector = load_detector(detector)
     summary = trace_settings(settings, items, out, loaded=model if _is_loaded(model) else None,
                              resume=resume, progress=progress, shard=shard, detector=detector,
                              annotations=annotations)
@@ -210,6 +218,185 @@ def figures(stores: StoreLike | Sequence[StoreLike], out: str | os.PathLike = "f
 
 def _many(stores: Any) -> list[Any]:
     return [stores] if isinstance(stores, (str, os.PathLike)) or hasattr(stores, "samples") else list(stores)
+
+
+#: the ROC figure `evaluate_detectors` draws per group of the comparison (`afip_probe.metrics.detect.suite.GROUPS`)
+DETECTOR_FIGURES = {group: f"roc_{group.replace(' ', '-')}" for group in
+                    ("single signals", "published detectors", "hidden-state probe", "combination")}
+BEST_DETECTOR = "best-detector.json"  # the chosen combination, trained on all training scenes
+
+
+def _detection_table(stores: list[Any], annotations: str | None, signals: list[str] | None = None) -> Any:
+    """The object-token detection table of one or more stores (the signals all of them allow)."""
+    import pandas as pd
+
+    from .metrics import detect
+    from .metrics.signals import SIGNALS
+    from .metrics.table import chair_for
+
+    with warnings.catch_warnings(record=True) as caught:  # said once the table is built, not beside an error
+        warnings.simplefilter("always")
+        if signals is None:
+            names = [detect.store_signals(s) for s in stores]
+            signals = [n for n in SIGNALS if all(n in found for found in names)]
+        tables = [detect.detection_table(s, chair_for(s, annotations), signals, objects_only=True) for s in stores]
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=3)
+    return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+
+
+def _trained_on(stores: list[Any], df: Any, **extra: Any) -> dict[str, Any]:
+    settings = stores[0].settings
+    return {"stores": [str(s.root) for s in stores], "model": str(df.model.iloc[0]),
+            "record_level": settings.get("record_level"),
+            "hidden_layers": list(settings.get("hidden_layers") or []), **extra}
+
+
+def train_detector(stores: StoreLike | Sequence[StoreLike], output: str | os.PathLike | None = None, *,
+                   features: str = "all", kind: str = "logistic", strength: float = 1.0, token_prior: bool = True,
+                   folds: int = 5, resamples: int = 1000, annotations: str | None = None,
+                   overwrite: bool = False) -> Any:
+    """Fit a hallucination detector on the object tokens of one or more stores (labels: CHAIR) and, with
+    `output`, save it as JSON (what ``trace(detector=)``, `stream` and ``afip-probe stream --detector`` read).
+    Returns the `Detector`; its ``cv`` is the `features`/`kind` cross-validation on these stores (folds grouped
+    by image, AUROC with a 95 % CI), a figure for the same scenes the detector is fitted on: measure new scenes
+    with `evaluate_detectors`.
+
+    `features`: feature sets joined by commas (``all``, ``ranges``, ``live``, ``afip``, ``lookback-lens``,
+    ``lookback-split``, ``ads-cgc``, ``probe``; docs/signals.md). `token_prior` adds the learned per-token-id
+    hallucination rate (the model's own token ids: leave it out to carry a detector to another model).
+
+    Example:
+        >>> train_detector("no/such/store")
+        Traceback (most recent call last):
+        ...
+        afip_probe.errors.StoreError: no trace store at no/such/store
+    """
+    from .metrics import detect
+    from .outputs import check_file, claim_file
+
+    require_positive(folds, "folds")
+    require_positive(resamples, "resamples")
+    if kind not in detect.KINDS:
+        raise AfipError(f"{option('kind', kind)}: use one of {', '.join(detect.KINDS)}")
+    if output is not None:
+        check_file(output, overwrite=overwrite, name="output")
+    opened = [_opened(s) for s in _many(stores)]
+    df = _detection_table(opened, annotations)
+    columns = detect.feature_names(df, features, prior=token_prior)
+    cv = detect.cross_validate(df, columns, kind, folds, resamples, strength=strength)
+    det = detect.train(df, columns, kind, strength=strength)
+    det.trained_on.update(_trained_on(opened, df, feature_set=features, strength=strength,
+                                      cv_auroc=round(cv.auroc, 4)))
+    det.cv = cv  # not saved: the trained_on's cv_auroc is
+    if output is not None:
+        det.save(claim_file(output, overwrite=overwrite, name="output"))
+    return det
+
+
+@dataclass
+class DetectorReport:
+    """What `evaluate_detectors` measured. `table`: one row per detector and setting (group, setting, AUROC
+    and AUPRC with 95 % CIs resampled by image, Brier score, tokens, hallucinated, images); `evaluations`: the
+    `Evaluation` behind each row (scores, labels, reliability); `best`: the combination chosen by
+    cross-validation on the training scenes, trained on all of them (None when a saved detector was scored);
+    `out`: the folder written (None: nothing written)."""
+
+    table: Any  # pandas.DataFrame
+    evaluations: list[Any]
+    best: Any = None  # a `Detector`
+    choice: Any = None  # the `suite.Choice` behind `best`: features, strength, token prior, CV AUROC
+    out: Path | None = None
+
+    def _repr_html_(self) -> str:  # a notebook shows the table
+        return self.table.to_html(index=False)
+
+
+def evaluate_detectors(stores: StoreLike | Sequence[StoreLike], transfer: StoreLike | Sequence[StoreLike] | None = None,
+                       out: str | os.PathLike | None = None, *, detector: Any = None, folds: int = 5,
+                       resamples: int = 1000, token_prior: bool = True, annotations: str | None = None,
+                       overwrite: bool = False) -> DetectorReport:
+    """Every published per-token hallucination signal, the published detectors, the hidden-state probe and the
+    best combination, side by side on the object tokens of `stores` (cross-validated, folds grouped by image)
+    and, trained on all of them, on the new scenes of `transfer` (docs/signals.md). With `detector` (a
+    `Detector`, its JSON file or a signal column such as ``"pas_layer0"``), that detector alone is scored on
+    `stores`. With `out`, the table (``detectors.csv``, ``detectors.md``), one ROC figure per group and the
+    chosen combination (``best-detector.json``) are written there.
+
+    Example:
+        >>> evaluate_detectors("no/such/store")
+        Traceback (most recent call last):
+        ...
+        afip_probe.errors.StoreError: no trace store at no/such/store
+    """
+    from .metrics import detect
+    from .metrics.detect import suite
+    from .metrics.findings import is_hallucinated
+    from .metrics.signals import SIGNALS
+    from .outputs import check_dir
+
+    require_positive(folds, "folds")
+    require_positive(resamples, "resamples")
+    if out is not None:
+        check_dir(out, "detect-eval", overwrite=overwrite)
+    opened = [_opened(s) for s in _many(stores)]  # inputs first: a bad one leaves nothing behind
+    new = [_opened(s) for s in _many(transfer)] if transfer is not None else []
+    if detector is not None:
+        det = detector if hasattr(detector, "predict") else detect.load_detector(detector)
+        obj = _detection_table(opened, annotations)
+        for model in obj.model.unique():
+            if (warning := det.model_mismatch(model)) is not None:
+                warnings.warn(warning, AfipWarning, stacklevel=2)
+        name = f"{det.kind} from {detector}" if not hasattr(detector, "predict") else det.kind
+        evaluations = [detect.evaluate_scores(name, det.predict(obj).to_numpy(), is_hallucinated(obj),
+                                              detect.groups_of(obj), resamples, probabilities=det.kind != "signal")]
+        report = DetectorReport(detect.table(evaluations), evaluations)
+        figures = {"detectors": None}
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            names = [detect.store_signals(s) for s in opened + new]
+        signals = [n for n in SIGNALS if all(n in found for found in names)]
+        train_df = _detection_table(opened, annotations, signals)
+        test_df = _detection_table(new, annotations, signals) if new else None
+        result = suite.compare(train_df, test_df, suite.SuiteConfig(folds=folds, resamples=resamples,
+                                                                     prior=token_prior))
+        choice = result.choice
+        best = detect.train(train_df, choice.columns(train_df), choice.kind, strength=choice.strength)
+        best.trained_on.update(_trained_on(opened, train_df, feature_set=choice.features, strength=choice.strength,
+                                           cv_auroc=round(choice.cv_auroc, 4)))
+        report = DetectorReport(detect.table(result.evaluations), result.evaluations, best, choice)
+        for w in caught:  # the signals a store could not give: said once it was measured
+            warnings.warn(w.message, w.category, stacklevel=2)
+        figures = {name: group for group, name in DETECTOR_FIGURES.items()
+                   if any(e.group == group for e in result.evaluations)}
+    if out is not None:
+        report.out = _write_detectors(out, report, figures, overwrite)
+    return report
+
+
+def _write_detectors(out: str | os.PathLike, report: DetectorReport, figures: dict[str, str | None],
+                     overwrite: bool) -> Path:
+    import matplotlib
+
+    from .outputs import claim_dir
+    from .plots.detect import detector_figure, roc_figure
+    from .plots.report import markdown_table, save
+
+    writes = ["detectors.csv", "detectors.md", *(f"{n}.png" for n in figures)]
+    if report.best is not None:
+        writes.append(BEST_DETECTOR)
+    root = claim_dir(out, "detect-eval", writes=writes, overwrite=overwrite)
+    report.table.to_csv(root / "detectors.csv", index=False)
+    (root / "detectors.md").write_text("Folds and 95 % CIs are grouped by image (`images`: how many).\n\n"
+                                       + markdown_table(report.table) + "\n")
+    matplotlib.use("Agg")
+    for name, group in figures.items():
+        rows = [e for e in report.evaluations if group is None or e.group == group]
+        save(detector_figure(rows) if group is None else roc_figure(rows, group), root / name, ("png",))
+    if report.best is not None:
+        report.best.save(root / BEST_DETECTOR)
+    return root
 
 
 def heatmap(store: StoreLike, sample: str, *, step: int | None = None, word: str | None = None,

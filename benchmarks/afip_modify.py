@@ -12,9 +12,7 @@ rows and prints the median microseconds per call and the ratio.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,23 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from afip_probe.correctors import afip as current  # noqa: E402
 from afip_probe.hooks.interceptor import RowContext  # noqa: E402
 from afip_probe.hooks.rowstats import image_index, text_keys  # noqa: E402
+from past_revision import past_module  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {  # layers, heads, image tokens, prompt tokens before the image, after it
     "wide": (32, 32, 576, 5, 12),
     "organism": (4, 8, 64, 3, 8),
 }
-
-
-def past_module(rev: str) -> Any:
-    source = subprocess.run(["git", "show", f"{rev}:afip_probe/correctors/afip.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    spec = importlib.util.spec_from_loader("afip_probe.correctors._afip_past", loader=None)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    module.__package__ = "afip_probe.correctors"
-    sys.modules[spec.name] = module  # type: ignore[union-attr]
-    exec(compile(source, f"{rev}:afip.py", "exec"), module.__dict__)  # noqa: S102 - our own past source
-    return module
 
 
 def rows(shape: str, steps: int, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor, int]:
@@ -82,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=9)
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    past = past_module(args.against)
+    past = past_module(args.against, "afip_probe/correctors/afip.py")
     rows_, is_image, layers = rows(args.shape, args.steps)
     sides = {f"{args.against}": past, "this tree": current}
     times: dict[str, list[float]] = {k: [] for k in sides}

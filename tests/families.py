@@ -26,7 +26,7 @@ import transformers as T
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from afip_probe.models.tiny import DEFAULT_CORPUS, LLAVA_TEMPLATE, image_only, tiny_llava
+from afip_probe.models.tiny import DEFAULT_CORPUS, LLAVA_TEMPLATE, image_only
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM = 64, 3, 4, 2, 16
 #: PaliGemma 2's attention logit cap, and the factor its query and key weights are scaled by so that its

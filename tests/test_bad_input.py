@@ -88,7 +88,7 @@ CASES = [
     ("explore: not a trace store", "explore {notastore} --out {root}/x1", "not a trace store"),
     ("explore: store path does not exist (default --out)", "explore {root}/nope", "no trace store at"),
     ("detect eval: not a trace store", "detect eval {notastore} --out {root}/de1", "not a trace store"),
-    ("detect eval: no object token has a label", "detect eval {store} --out {root}/de2", "object tokens"),
+    ("detect eval: no object token has a label", "detect eval {store} --out {root}/de2", "no labelled object tokens"),
     ("detect train: not a trace store", "detect train {notastore} -o {root}/dt/det.json", "not a trace store"),
     ("heatmap: unknown sample id", "heatmap {store} nosuch --out {root}/h.png", "no finished sample"),
     ("heatmap: store recorded at stats", "heatmap {store} COCO_val2014_000000000001 --out {root}/h.png", "--record maps"),

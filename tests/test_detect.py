@@ -1,20 +1,25 @@
-"""Hallucination detectors: grouped validation without leaks, JSON round trips, planted signals and
-shuffled controls, and the risk recorded live (while tracing, while streaming) equal to the risk
-computed afterwards from the stored statistics."""
+"""Hallucination detectors: grouped validation without leaks (by image, across conditions and stores), JSON
+round trips, planted signals and shuffled controls, choices made on training scenes only, and the risk
+recorded live (while tracing, while streaming) equal to the risk computed afterwards from the stored
+statistics, for every kind of signal (attention statistics, maps, hidden states)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 import afip_probe.store as st
 from afip_probe.cli import main
 from afip_probe.hooks import is_intercepted
 from afip_probe.errors import AfipError
 from afip_probe.metrics import detect
+from afip_probe.metrics.detect import suite
+from afip_probe.store.verify import verify
 
 
 def _synthetic(planted: float, seed: int = 0, captions: int = 120) -> pd.DataFrame:
@@ -54,14 +59,14 @@ def test_a_signal_is_listed_once_when_two_names_are_one_array():
     assert detect.feature_names(df.drop(columns=["var_layer3"]))[:4] == names[:4]
 
 
-def test_grouped_folds_never_split_a_caption():
+def test_grouped_folds_never_split_a_group():
     groups = np.repeat(np.arange(37), np.random.default_rng(1).integers(1, 9, 37))
     folds = detect.grouped_folds(groups, 5)
     assert len(folds) == 5
     for train, test in folds:
         assert not set(groups[train]) & set(groups[test])
     assert sorted(np.concatenate([t for _, t in folds]).tolist()) == list(range(len(groups)))
-    with pytest.raises(AfipError, match="at least 2 captions"):
+    with pytest.raises(AfipError, match="at least 2 images"):
         detect.grouped_folds([1, 1, 1])
 
 
@@ -69,39 +74,47 @@ def test_grouped_folds_never_split_a_caption():
 def test_a_planted_signal_is_found_and_a_shuffled_control_is_not(kind):
     df = _synthetic(planted=3.0)
     features = detect.feature_names(df)
-    assert features[0] == "var_layer0" and "relative_position" in features
+    assert features == [f"var_layer{j}" for j in range(8)] + ["token_entropy", "logprob", "relative_position"]
     found = detect.cross_validate(df, features, kind, folds=5, n_resamples=200)
     assert found.auroc > 0.95 and found.auroc_ci[0] > 0.9
     control = df.copy()
     control["label"] = np.random.default_rng(5).permutation(control.label.to_numpy())
     chance = detect.cross_validate(control, features, kind, folds=5, n_resamples=200)
     assert abs(chance.auroc - 0.5) < 0.1 and chance.auroc_ci[0] < 0.5 < chance.auroc_ci[1]
-    singles = {e.name: e.auroc for e in detect.single_signals(df, features, n_resamples=50)}
-    assert singles["var_layer0"] > 0.9 and abs(singles["var_layer1"] - 0.5) < 0.1  # (the caption nuisance stays in)
+    planted = detect.oriented_signal(df, ["var_layer0"], n_resamples=50)
+    assert planted.auroc > 0.9 and planted.note == "var_layer0, high (5 of 5 fits)"
+    other = detect.oriented_signal(df, ["var_layer1"], n_resamples=50)
+    assert abs(other.auroc - 0.5) < 0.1  # (the caption nuisance stays in)
 
 
-def test_the_token_prior_is_learned_from_training_captions_only():
-    """Object tokens with id 5 are hallucinated 60 % of the time, the rest 10 %: the prior finds it in
-    cross-validation, a shuffled control does not, and the model learns from priors fitted without the row's
-    own caption (fitted with it, a token seen once would carry its own label)."""
-    rng = np.random.default_rng(2)
-    df = _synthetic(planted=0.0, seed=2, captions=200)
-    df["token_id"] = rng.choice([5, 6, 7, 8], size=len(df))
-    df["label"] = np.where(rng.random(len(df)) < np.where(df.token_id == 5, 0.6, 0.1), "hallucinated", "real")
-    features = detect.feature_names(df, prior=True)
-    assert features[-1] == detect.TOKEN_PRIOR
-    found = detect.cross_validate(df, features, "logistic", folds=5, n_resamples=200)
-    assert found.auroc > 0.7 and found.auroc_ci[0] > 0.6
-    control = df.assign(label=rng.permutation(df.label.to_numpy()))
-    chance = detect.cross_validate(control, features, "logistic", folds=5, n_resamples=200)
-    assert chance.auroc_ci[0] < 0.5 < chance.auroc_ci[1]
-    unique = df.assign(token_id=np.arange(len(df)))  # every token id seen once: the prior can know nothing
-    det = detect.train(unique, features)
+def _prior_table(ids: int, seed: int, informative: bool) -> pd.DataFrame:
+    """Object tokens whose token ids are drawn from `ids` values (most seen a handful of times); labels at rate
+    0.2, or (informative) 0.4 for the lower half of the ids and 0.05 for the others."""
+    rng = np.random.default_rng(seed)
+    df = _synthetic(planted=0.0, seed=seed, captions=200)
+    df["token_id"] = rng.integers(0, ids, len(df))
+    rate = np.where(df.token_id < ids // 2, 0.4, 0.05) if informative else np.full(len(df), 0.2)
+    df["label"] = np.where(rng.random(len(df)) < rate, "hallucinated", "real")
+    return df
+
+
+def test_the_token_prior_is_learned_from_training_images_only():
+    """Token ids seen a few times each and labels independent of them: a prior fitted on every row (the test
+    fold's included) would carry the test rows' own labels (AUROC ~0.75 here); fitted on the training folds,
+    it knows nothing (AUROC ~0.5). A planted prior (half the ids hallucinated 40 % of the time, the rest 5 %)
+    is found."""
+    features = ["token_entropy", detect.TOKEN_PRIOR]
+    uninformative = _prior_table(ids=400, seed=2, informative=False)
+    chance = detect.cross_validate(uninformative, features, "logistic", folds=5, n_resamples=200)
+    assert abs(chance.auroc - 0.5) < 0.06 and chance.auroc_ci[0] < 0.5 < chance.auroc_ci[1], chance
+    planted = _prior_table(ids=100, seed=3, informative=True)
+    found = detect.cross_validate(planted, features, "logistic", folds=5, n_resamples=200)
+    assert found.auroc > 0.68 and found.auroc_ci[0] > 0.6
+    det = detect.train(uninformative.assign(token_id=np.arange(len(uninformative))), features)
     assert abs(det.weights[0][0][-1][0]) < 0.2, "the prior column was fitted on the rows it scores"
     assert set(det.prior(np.array([-1, 10**9]))) == {np.log(det.prior.base)}  # unseen ids: the base rate
-    assert detect.TOKEN_PRIOR not in {e.name for e in detect.single_signals(df, features, n_resamples=20)}
     with pytest.raises(AfipError, match="learned"):
-        detect._xy(df, [detect.TOKEN_PRIOR])
+        detect.feature_matrix(planted, [detect.TOKEN_PRIOR])
 
 
 def test_a_saved_detector_scores_identically(tmp_path):
@@ -111,38 +124,74 @@ def test_a_saved_detector_scores_identically(tmp_path):
         det = detect.train(df, detect.feature_names(df, prior=True), kind)
         loaded = detect.Detector.load(det.save(tmp_path / f"{kind}.json"))
         np.testing.assert_array_equal(loaded.predict(df).to_numpy(), det.predict(df).to_numpy())
+    signal = detect.load_detector("logprob")  # a training-free signal, no file: lower logprob is riskier
+    np.testing.assert_array_equal(signal.predict(df).to_numpy(), -df.logprob.to_numpy())
     (tmp_path / "other.json").write_text('{"weights": []}')
     with pytest.raises(AfipError, match="not an afip-probe detector"):
         detect.Detector.load(tmp_path / "other.json")
+    with pytest.raises(AfipError, match="neither a detector file nor a signal"):
+        detect.load_detector("no_such_signal")
+
+
+def _arrays(rng, steps, layers, heads, slots, hidden, width):
+    from afip_probe.records import HEAD_FIELDS, LAYER_FIELDS, array_name
+
+    arrays = {array_name("head", f): rng.normal(size=(steps, layers, heads)) for f in HEAD_FIELDS}
+    for f in ("var", "prompt_mass", "generated_mass"):
+        arrays[array_name("head", f)] = rng.random((steps, layers, heads)) / 3
+    arrays |= {array_name("layer", f): rng.random((steps, layers)) for f in LAYER_FIELDS}
+    arrays[array_name("maps")] = rng.random((steps, layers, slots)).astype(np.float16)
+    arrays[array_name("hidden")] = rng.normal(size=(steps, hidden, width)).astype(np.float16)
+    arrays[array_name("image_hidden")] = rng.normal(size=(hidden, slots, width)).astype(np.float16)
+    arrays[array_name("lens")] = -rng.random((steps, hidden)) * 5
+    arrays[array_name("image_lens")] = -rng.random((steps, hidden)) * 5
+    arrays[array_name("token_entropy")], arrays[array_name("logprob")] = rng.random(steps), -rng.random(steps)
+    return arrays
 
 
 @pytest.mark.parametrize("kind", ["logistic", "mlp"])
 def test_the_live_scorer_equals_the_detector_on_the_token_table(kind):
-    """The streaming scorer (numpy on [S, L, ...] arrays) and `predict` on `trace_features`' table agree,
-    also where a feature is infinite or NaN (a layer that sees no image key: peak gap +inf)."""
-    from afip_probe.records import HEAD_FIELDS, LAYER_FIELDS, array_name
+    """The streaming scorer (numpy on [S, L, ...] arrays, in bursts) and `predict` on `trace_features`' table
+    agree for every live signal (statistics, lookback, PAS, ADS, CGC, IC, hidden states), also where a feature
+    is infinite or NaN (a layer that sees no image key: peak gap +inf)."""
+    from afip_probe.metrics.signals import SampleContext
+    from afip_probe.records import Tile, array_name
 
     rng = np.random.default_rng(3)
-    steps, layers, heads = 30, 4, 3
-    arrays = {array_name("head", f): rng.normal(size=(steps, layers, heads)) for f in HEAD_FIELDS}
-    arrays |= {array_name("layer", f): rng.random((steps, layers)) for f in LAYER_FIELDS}
+    steps, layers, heads, slots = 30, 4, 3, 6
+    arrays = _arrays(rng, steps, layers, heads, slots, hidden=2, width=5)
     arrays[array_name("head", "img_max_score")][5, 2] = -np.inf
     arrays[array_name("layer", "kl")][7, 1] = np.nan
-    tokens = pd.DataFrame({"sample_id": "s", "step": np.arange(steps), "token_entropy": rng.random(steps),
-                           "logprob": -rng.random(steps)})
+    ctx = SampleContext(prompt_tokens=20, image_tokens=slots, tiles=(Tile("crop", (1, 2), (0, 1), (0, 0, 1, 1)),
+                        Tile("overview", (2, 2), (2, 3, 4, 5), (0, 0, 1, 1))), num_layers=layers, hidden_layers=(1, 3))
+    tokens = pd.DataFrame({"sample_id": [f"s{i // 6}" for i in range(steps)], "step": np.arange(steps),
+                           "token_entropy": arrays["token_entropy"],
+                           "logprob": arrays["logprob"], "token_id": rng.integers(0, 9, steps)})
+    probe = [f"hidden_row_h3_{i}" for i in range(5)]
     features = [f"{m}_{r}" for m in detect.METRICS for r in ("all", "late", "layer1", "layer2")]
-    features += ["token_entropy", "logprob"]
-    full = detect.trace_features(arrays, tokens, features, layers)
+    features += ["token_entropy", "logprob", "lookback_l2_h1", "lookback_image_l0_h0", "lookback_late", "pas_layer0",
+                 "svar_all", "ads_layer1", "ads_early", "cgc_row_h1", "cgc_row_h3", "ic", "image_ic", *probe,
+                 detect.TOKEN_PRIOR]
+    full = detect.trace_features(arrays, tokens, features, ctx)
     assert np.isinf(full.peak_gap_layer2[5]) and np.isnan(full.kl_layer1[7])
     det = detect.train(full.assign(label=np.where(rng.random(steps) < 0.3, "hallucinated", "real")), features,
                        kind=kind)
-    live = detect.LiveScorer(det, layers)(arrays, tokens.token_entropy.to_numpy(), tokens.logprob.to_numpy())
+    scorer = detect.LiveScorer(det, layers, ctx)
+    live = np.concatenate([scorer({k: v[a:b] if k != array_name("image_hidden") else v for k, v in arrays.items()},
+                                  arrays["token_entropy"][a:b], arrays["logprob"][a:b], tokens.token_id[a:b],
+                                  first_step=a) for a, b in ((0, 1), (1, 13), (13, 30))])  # three bursts
     np.testing.assert_allclose(live, det.predict(full).to_numpy(), atol=1e-6, rtol=0)
+    for late in ("relative_position", "cgc_own_h1", "hidden_own_h3_0"):
+        with pytest.raises(AfipError, match="--features live"):
+            detect.LiveScorer(detect.Detector.signal(late), layers, ctx)
+
+
+LIVE = "live,lookback-split,probe=4"  # every live signal, per-head lookback parts and the last hidden state
 
 
 @pytest.fixture(scope="module")
 def organism(tmp_path_factory):
-    """An organism store and a detector trained on it (features known while generating)."""
+    """An organism store with maps and hidden states, and a detector trained on it with every live signal."""
     from afip_probe.organism.dataset import heldout_dirs
 
     root = tmp_path_factory.mktemp("detect")
@@ -151,30 +200,39 @@ def organism(tmp_path_factory):
     picked.mkdir()
     for p in sorted(images.iterdir())[:24]:
         (picked / p.name).symlink_to(p)
+    record = ["--record", "maps", "--hidden", "all"]
     assert main(["trace", "--model", "organism", "--images", str(picked), "--out", str(root / "train"),
-                 "--max-new-tokens", "60", "--device", "cpu", "--no-progress"]) == 0
-    assert main(["detect", "train", str(root / "train"), "-o", str(root / "live.json"), "--features", "live",
+                 "--max-new-tokens", "60", "--device", "cpu", "--no-progress", *record]) == 0
+    assert main(["detect", "train", str(root / "train"), "-o", str(root / "live.json"), "--features", LIVE,
                  "--resamples", "50", "--folds", "3"]) == 0
     assert main(["trace", "--model", "organism", "--images", str(picked), "--out", str(root / "risky"),
-                 "--max-new-tokens", "60", "--max-images", "6", "--device", "cpu", "--no-progress",
+                 "--max-new-tokens", "60", "--max-images", "6", "--device", "cpu", "--no-progress", *record,
                  "--detector", str(root / "live.json")]) == 0
     return root
 
 
-def test_risk_recorded_while_tracing_equals_risk_from_the_stored_statistics(organism):
+def test_risk_recorded_while_tracing_equals_risk_from_the_stored_statistics(organism, capsys):
     det = detect.Detector.load(organism / "live.json")
     assert "relative_position" not in det.features and det.trained_on["hallucinated"] > 0
+    assert {"ads_late", "cgc_row_h4", "ic", "pas_layer0", "lookback_image_l0_h0", "hidden_row_h4_0"} <= set(det.features)
     store = st.open(organism / "risky")  # traced with --detector in the fixture
     recorded = store.tokens().set_index(["sample_id", "step"]).risk
     table = detect.detection_table(store)
     afterwards = pd.Series(det.predict(table).to_numpy(), index=pd.MultiIndex.from_frame(table[["sample_id", "step"]]))
+    assert len(afterwards) == len(recorded) == store.samples().num_tokens.sum()
     np.testing.assert_allclose(recorded.loc[afterwards.index].to_numpy(), afterwards.to_numpy(), atol=1e-6, rtol=0)
     assert store.settings["detector"]["kind"] == "logistic"
+    assert verify(organism / "risky").ok  # image_hidden [K, n, d] is no per-step array
+    # a trace that cannot give the detector's signals is refused before it writes a sample
+    assert main(["trace", "--model", "organism", "--images", str(organism / "images"), "--out", str(organism / "x"),
+                 "--max-images", "1", "--device", "cpu", "--detector", str(organism / "live.json")]) == 2
+    assert "--record maps" in capsys.readouterr().err and not (organism / "x" / "samples").exists()
 
 
 @pytest.mark.parametrize("latency", [0.0, 1e6], ids=["every-token", "one-burst"])
 def test_streaming_yields_each_piece_with_the_risk_of_the_stored_statistics(organism, latency):
-    """Pieces handed over one by one, or all at the end in one burst, have the stored statistics' risk."""
+    """Pieces handed over one by one, or all at the end in one burst, have the stored statistics' risk, the
+    maps' and hidden states' signals included."""
     from afip_probe.images import load_image
     from afip_probe.models import load
     from afip_probe.pipelines.streaming import stream
@@ -188,11 +246,9 @@ def test_streaming_yields_each_piece_with_the_risk_of_the_stored_statistics(orga
     sid = image.stem
     table = detect.detection_table(store)
     table = table[table.sample_id == sid].sort_values("step")
-    tokens = store.tokens([sid])
-    assert [p.token_id for p in pieces][: len(tokens)] == tokens.token_id.tolist()
+    assert [p.token_id for p in pieces] == store.tokens([sid]).token_id.tolist()
     assert "".join(p.text for p in pieces).strip() == store.samples().set_index("sample_id").output_text[sid].strip()
-    np.testing.assert_allclose([p.risk for p in pieces][: len(table)], det.predict(table).to_numpy(),
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose([p.risk for p in pieces], det.predict(table).to_numpy(), atol=1e-5, rtol=0)
     with pytest.raises(AfipError, match="--features live"):
         next(stream(loaded.model, loaded.processor, load_image(image),
                     detector=detect.train(table.assign(label=["real", "hallucinated"] * (len(table) // 2)
@@ -254,7 +310,8 @@ def test_a_token_prior_on_another_models_tokens_is_warned_about(organism, capsys
 
 
 def test_stream_cli_prints_the_caption_with_risky_object_words_marked(organism, capsys):
-    """`afip-probe stream`: the traced caption, every object word marked at threshold 0 and none at 1."""
+    """`afip-probe stream`: the traced caption, every object word marked at threshold 0 and none at 1; a
+    training-free signal (PAS) needs no detector file."""
     image = sorted((organism / "images").iterdir())[0]
     caption = st.open(organism / "train").samples().set_index("sample_id").output_text[image.stem].strip()
     args = ["stream", str(image), "--detector", str(organism / "live.json"), "--max-new-tokens", "60",
@@ -267,23 +324,114 @@ def test_stream_cli_prints_the_caption_with_risky_object_words_marked(organism, 
     flagged = int(marked[-1].split(" tokens, ")[1].split()[0])
     assert flagged > 0 and marked[0].count("[") == flagged and marked[0].count("!") == flagged
     assert re.sub(r"\[(\w+)!\d\.\d\d\]", r"\1", marked[0]).strip() == caption
+    args[3] = "pas_layer0"
+    assert main([*args, "--threshold", "0"]) == 0  # PAS >= 0 everywhere: every object word
+    marked = capsys.readouterr().out.strip().splitlines()
+    assert re.sub(r"\[(\w+)!\d\.\d\d\]", r"\1", marked[0]).strip() == caption
+    assert int(marked[-1].split(" tokens, ")[1].split()[0]) == flagged
 
 
-def test_detect_eval_writes_its_table_and_figures(organism, tmp_path, capsys):
+def test_detect_eval_compares_every_group_in_domain_and_on_new_scenes(organism, tmp_path, capsys):
+    """The report's rows are what they say: PAS thresholded at layer 0 is the AUROC of the stored PAS (sklearn
+    on the table), the single-signal rows pick their variant on training images, every group has a ROC figure,
+    and the chosen combination is saved, trained on all training scenes."""
     out = tmp_path / "eval"
-    assert main(["detect", "eval", str(organism / "train"), "--out", str(out), "--resamples", "50",
-                 "--folds", "3"]) == 0
+    assert main(["detect", "eval", str(organism / "train"), "--transfer", str(organism / "risky"), "--out", str(out),
+                 "--resamples", "50", "--folds", "3"]) == 0
     table = pd.read_csv(out / "detectors.csv")
-    assert table.detector.iloc[0].startswith("logistic") and table.detector.iloc[1].startswith("mlp")
-    # the organism has 4 layers: late is layer 3 and middle layer 2, one array each, listed once
-    singles = set(table.detector.iloc[2:])
-    assert {"var_late", "var_middle", "var_layer0"} <= singles and not {"var_layer3", "var_layer2"} & singles
-    assert ((table.AUROC >= 0) & (table.AUROC <= 1)).all() and (out / "detectors.png").stat().st_size > 1000
+    assert set(table.group) == set(suite.GROUPS)
+    assert set(table.setting) == {"in-domain (3-fold by image)", "transfer (trained on all training scenes)"}
+    for name, store in (("in-domain", "train"), ("transfer", "risky")):
+        obj = detect.object_tokens(detect.detection_table(st.open(organism / store)))
+        row = table[(table.detector == "PAS, layer 0 (threshold)") & table.setting.str.startswith(name)].iloc[0]
+        assert row.AUROC == round(roc_auc_score(obj.label == "hallucinated", obj.pas_layer0), 3)
+        assert row.tokens == len(obj) and row.images == obj.sample_id.nunique()
+    for figure in detect_figures():
+        assert (out / figure).stat().st_size > 10_000
+    best = detect.Detector.load(out / "best-detector.json")
+    assert best.trained_on["tokens"] == len(detect.object_tokens(detect.detection_table(st.open(organism / "train"))))
     assert main(["detect", "eval", str(organism / "train"), "--detector", str(organism / "live.json"), "--out",
-                 str(tmp_path / "transfer"), "--resamples", "50"]) == 0
-    assert "live.json" in pd.read_csv(tmp_path / "transfer" / "detectors.csv").detector.iloc[0]
+                 str(tmp_path / "saved"), "--resamples", "50"]) == 0
+    assert "live.json" in pd.read_csv(tmp_path / "saved" / "detectors.csv").detector.iloc[0]
     assert main(["detect", "train", str(organism / "train"), "-o", str(organism / "live.json")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def detect_figures() -> list[str]:
+    """The figure names: one per group of the comparison (named without importing the suite, so that `--help`
+    stays light), and the command's --features help names every feature set."""
+    from afip_probe.api import DETECTOR_FIGURES
+    from afip_probe.commands.detect import SETS_HELP
+
+    assert tuple(DETECTOR_FIGURES) == suite.GROUPS and all(name in SETS_HELP for name in detect.FEATURE_SETS)
+    return [f"{name}.png" for name in DETECTOR_FIGURES.values()]
+
+
+def test_choices_are_made_on_training_scenes_only():
+    """Permuting the new scenes' labels changes their scores, never what was chosen: orientations, layers, the
+    probe's layer and the combination come from the training scenes."""
+    def table(seed, shift):
+        r = np.random.default_rng(seed)
+        y = r.random(800) < 0.2
+        df = pd.DataFrame({"sample_id": np.repeat(np.arange(200), 4), "label": np.where(y, "hallucinated", "real"),
+                           "token_entropy": r.normal(size=800) + shift * y, "logprob": r.normal(size=800),
+                           "pas_layer0": r.normal(size=800) - shift * y, "pas_layer1": r.normal(size=800),
+                           "token_id": r.integers(0, 30, 800)})
+        for k in (1, 2):
+            for i in range(3):
+                df[f"hidden_row_h{k}_{i}"] = r.normal(size=800) + (shift * y if k == 2 else 0)
+        return df
+
+    config = suite.SuiteConfig(resamples=20, folds=3)
+    train = table(0, 1.0)
+    a = suite.compare(train, table(1, 1.0), config)
+    shuffled = table(1, 1.0)
+    shuffled["label"] = np.random.default_rng(9).permutation(shuffled.label.to_numpy())
+    b = suite.compare(train, shuffled, config)
+    assert (a.choice, a.probe_layer) == (b.choice, b.probe_layer) and a.probe_layer == 2
+    assert [e.note for e in a.evaluations] == [e.note for e in b.evaluations]
+    transfer = {e.name: e.auroc for e in a.evaluations if e.setting.startswith("transfer")}
+    noise = {e.name: e.auroc for e in b.evaluations if e.setting.startswith("transfer")}
+    assert transfer["prelim attention score, PAS [pas]"] > 0.65 and abs(noise["prelim attention score, PAS [pas]"] - 0.5) < 0.1
+
+
+def test_folds_and_intervals_group_by_image_across_conditions_and_stores(tmp_path):
+    """A two-condition store's captions of one image are one group (folds never split them); two stores whose
+    images share file names but not content are different groups; the table counts images."""
+    from afip_probe.organism.dataset import ensure_split, heldout_dirs
+
+    images, _ = heldout_dirs(progress=False)
+    picked = tmp_path / "images"
+    picked.mkdir()
+    for p in sorted(images.iterdir())[:5]:
+        (picked / p.name).symlink_to(p)
+    from afip_probe.pipelines.comparison import conditions_for
+    from afip_probe.pipelines.settings import GenerationSettings
+    from afip_probe.pipelines.tracing import trace_images
+
+    settings = GenerationSettings("organism", max_new_tokens=40, device="cpu")
+    trace_images(settings, [picked], tmp_path / "cmp", conditions=conditions_for(["pai"], history_ablation=False),
+                 progress=False)
+    with pytest.warns(UserWarning, match="no ads, cgc, ic, image_ic, hidden_row, hidden_own"):  # stats level only
+        table = detect.detection_table(st.open(tmp_path / "cmp"))
+    assert table.condition.nunique() == 2 and table.sample_id.str.contains("/").all()
+    per_image = table.groupby(table.sample_id.str.split("/").str[1]).group.nunique()
+    assert (per_image == 1).all() and table.group.nunique() == 5
+    groups = detect.groups_of(table)
+    for train, test in detect.grouped_folds(groups, 3):
+        assert not set(table.sample_id.str.split("/").str[1].to_numpy()[train]) & set(
+            table.sample_id.str.split("/").str[1].to_numpy()[test])
+    other = ensure_split("val", n=5, seed=5, root=tmp_path / "seed5", progress=False) / "images" / "val"
+    assert sorted(p.name for p in other.iterdir()) == sorted(p.name for p in picked.iterdir())  # the same stems
+    assert main(["trace", "--model", "organism", "--images", str(other), "--out", str(tmp_path / "s5"),
+                 "--max-new-tokens", "40", "--device", "cpu", "--no-progress"]) == 0
+    base = table[table.condition == table.condition.iloc[0]]
+    with pytest.warns(UserWarning, match="no ads"):
+        both = pd.concat([base, detect.detection_table(st.open(tmp_path / "s5"))])
+    assert both.group.nunique() == 10
+    ev = detect.evaluate_scores("x", both.token_entropy.to_numpy(), both.label.eq("hallucinated").to_numpy()
+                                | (both.step == 0).to_numpy(), detect.groups_of(both), 20)
+    assert detect.table([ev]).images.iloc[0] == 10
 
 
 def test_the_explorer_shades_tokens_by_recorded_risk(organism, tmp_path):
@@ -298,6 +446,8 @@ def test_the_explorer_shades_tokens_by_recorded_risk(organism, tmp_path):
 
 
 def test_figures_draw_the_recorded_risk(organism, tmp_path):
+    """Every drawn caption's line is that caption's recorded risk, token by token (hallucinated captions
+    first)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,10 +457,14 @@ def test_figures_draw_the_recorded_risk(organism, tmp_path):
     df = token_table(st.open(organism / "risky"))
     assert "risk" in df
     fig = all_figures(df, n_resamples=50)["risk_caption"]
-    ax = fig.axes[0]
     assert fig.get_supylabel() == "hallucination risk (detector)"
-    drawn = np.concatenate([line.get_ydata() for line in ax.get_lines()])
-    assert np.isin(np.round(df.risk.to_numpy(), 5), np.round(drawn, 5)).any()
+    hall = set(df.loc[df.label == "hallucinated", "sample_id"])
+    panels = [a for a in fig.axes if a.get_lines()]
+    sids = [a.get_title().splitlines()[0] for a in panels]
+    assert len(panels) == 6 and [s in hall for s in sids] == [True] * min(len(hall), 6) + [False] * (6 - min(len(hall), 6))
+    for a, sid in zip(panels, sids):
+        np.testing.assert_array_equal(np.asarray(a.get_lines()[0].get_ydata()),
+                                      df[df.sample_id == sid].sort_values("step").risk.to_numpy())
     assert "risk_caption" not in all_figures(token_table(st.open(organism / "train")), n_resamples=50)
 
 
@@ -318,7 +472,7 @@ def test_figures_draw_the_recorded_risk(organism, tmp_path):
 def test_the_caption_bootstrap_equals_sklearn_on_the_resampled_tokens(ties):
     """Slow reference: each resample's captions concatenated (a caption drawn twice, its tokens twice) and
     scored by sklearn, resample by resample, with the same draws."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import average_precision_score
 
     rng = np.random.default_rng(4)
     caption = np.repeat(np.arange(25), rng.integers(1, 6, 25))
@@ -336,3 +490,31 @@ def test_the_caption_bootstrap_equals_sklearn_on_the_resampled_tokens(ties):
             continue
         np.testing.assert_allclose(fast[r], [roc_auc_score(y[idx], s[idx]), average_precision_score(y[idx], s[idx])],
                                    rtol=0, atol=1e-12)
+
+
+def test_detect_commands_equal_train_detector_and_evaluate_detectors(organism, tmp_path, capsys):
+    """`detect train` / `detect eval` are `train_detector` / `evaluate_detectors`: the same detector JSON, the same
+    table and the same chosen combination, from the command line and from Python."""
+    import afip_probe as ap
+
+    train, risky = organism / "train", organism / "risky"
+    args = ["--features", "afip,lookback-split", "--strength", "0.5", "--folds", "3", "--resamples", "30"]
+    assert main(["detect", "train", str(train), "-o", str(tmp_path / "cli.json"), *args]) == 0
+    det = ap.train_detector(train, tmp_path / "py.json", features="afip,lookback-split", strength=0.5, folds=3,
+                            resamples=30)
+    assert json.loads((tmp_path / "cli.json").read_text()) == json.loads((tmp_path / "py.json").read_text())
+    assert det.trained_on["cv_auroc"] == round(det.cv.auroc, 4) and det.cv.n_captions == len(detect.object_tokens(
+        detect.detection_table(st.open(train))).sample_id.unique())
+    assert f"{det.cv.auroc:.3f}" in capsys.readouterr().out
+
+    common = ["--folds", "3", "--resamples", "30"]
+    assert main(["detect", "eval", str(train), "--transfer", str(risky), "--out", str(tmp_path / "cli"), *common]) == 0
+    report = ap.evaluate_detectors(train, transfer=risky, out=tmp_path / "py", folds=3, resamples=30)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cli" / "detectors.csv"),
+                                  pd.read_csv(tmp_path / "py" / "detectors.csv"))
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == sorted(p.name for p in report.out.iterdir())
+    saved = json.loads((tmp_path / "py" / "best-detector.json").read_text())
+    assert json.loads((tmp_path / "cli" / "best-detector.json").read_text()) == saved
+    assert saved["features"] == report.best.features and len(report.table) == len(report.evaluations)
+    inline = ap.evaluate_detectors(train, transfer=risky, folds=3, resamples=30)  # no out: nothing written
+    assert inline.out is None and inline.table.equals(report.table)

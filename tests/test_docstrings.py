@@ -48,6 +48,19 @@ MODULES = [
     "afip_probe.metrics.attention",
     "afip_probe.metrics.stats",
     "afip_probe.metrics.table",
+    "afip_probe.metrics.signals",
+    "afip_probe.metrics.signals.lookback",
+    "afip_probe.metrics.signals.spatial",
+    "afip_probe.metrics.signals.hidden",
+    "afip_probe.metrics.detect",
+    "afip_probe.metrics.detect.features",
+    "afip_probe.metrics.detect.models",
+    "afip_probe.metrics.detect.training",
+    "afip_probe.metrics.detect.evaluation",
+    "afip_probe.metrics.detect.live",
+    "afip_probe.metrics.detect.suite",
+    "afip_probe.hooks.hidden",
+    "afip_probe.plots.detect",
 ]
 
 

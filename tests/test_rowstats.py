@@ -47,8 +47,10 @@ def _layout(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return is_image, allowed
 
 
-def _reference(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tensor):
-    """Loops over [L, B, H, KV] scores; returns head [L, B, F, H] and layer [L, B, F] in float64."""
+def _reference(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tensor, generated_start: int | None = None):
+    """Loops over [L, B, H, KV] scores; returns head [L, B, F, H] and layer [L, B, F] in float64. Keys from
+    `generated_start` on (the query's own key included) are generated tokens, the other non-image keys prompt
+    text."""
     n_l, n_b, n_h, kv = scores.shape
     head = torch.zeros(n_l, n_b, len(HEAD_FIELDS), n_h, dtype=torch.float64)
     layer = torch.zeros(n_l, n_b, len(LAYER_FIELDS), dtype=torch.float64)
@@ -73,6 +75,9 @@ def _reference(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tens
                         "txt_mean_score": sum(row[j] for j in text) / max(len(text), 1),
                         "img_mean_prob": var / len(img), "txt_mean_prob": sum(a[j] for j in text) / max(len(text), 1),
                         "lse": lse, "img_entropy": ent}
+                gen = [j for j in range(kv) if generated_start is not None and j >= generated_start]
+                vals["generated_mass"] = sum(a[j] for j in gen if not is_image[b, j])
+                vals["prompt_mass"] = sum(a[j] for j in range(kv) if j not in gen and not is_image[b, j])
                 for name, v in vals.items():
                     head[li, b, f(name), h] = v
                 probs.append([a[i] for i in img])
@@ -91,10 +96,17 @@ def _reference(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tens
     return head, layer
 
 
-@pytest.mark.parametrize("layout", ["single", "shared-block-padded", "shifted-blocks", "ragged", "self-is-image",
-                                    "two-blocks"])
+LAYOUTS = ["single", "shared-block-padded", "shifted-blocks", "ragged", "self-is-image", "two-blocks"]
+GENERATED = {"prefill": None, "generated-4": KV - 4, "own-generated": KV - 1}
+
+
+@pytest.mark.parametrize("layout,generated", [
+    pytest.param(layout, start, id=f"{layout}-{name}") for layout in LAYOUTS for name, start in GENERATED.items()
+    if start is None or layout != "self-is-image"])  # generated keys are never image keys
 @pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
-def test_row_stats_equal_loop_reference(layout, masked):
+def test_row_stats_equal_loop_reference(layout, masked, generated):
+    """Every statistic, the lookback parts (prompt text, generated keys) included: at prefill (no generated
+    key), with the last four keys generated, and with only the query's own key generated."""
     is_image, allowed = _layout(layout)
     index = image_index(is_image)
     assert (index.block is not None) == (layout in ("single", "shared-block-padded", "self-is-image"))
@@ -107,8 +119,8 @@ def test_row_stats_equal_loop_reference(layout, masked):
     rows, seen = mask_rows(rows, mask, is_image)
     work = Workspace()
     for _ in range(2):  # the second call reuses the scratch buffers
-        st = row_stats(rows, is_image, seen, index, work)
-    head, layer = _reference(scores, is_image, allowed)
+        st = row_stats(rows, is_image, seen, index, work, generated)
+    head, layer = _reference(scores, is_image, allowed, generated)
     finite = torch.isfinite(head)
     assert torch.equal(finite, torch.isfinite(st.head))
     torch.testing.assert_close(st.head.double()[finite], head[finite], atol=2e-5, rtol=1e-5)

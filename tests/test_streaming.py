@@ -4,7 +4,6 @@ than `latency` per token; the stream command's generation flags reach generation
 from __future__ import annotations
 
 import time
-import types
 
 import numpy as np
 import pytest
@@ -79,24 +78,16 @@ def test_stream_cli_passes_sampling_seed_and_single_read_to_generation(organism,
     """`afip-probe stream --do-sample --seed S --single-read`: generation samples (do_sample=True) from
     torch.manual_seed(S), and the trace reads each decoding step once (exact=False). Without the flags:
     greedy, exact, seed 0."""
-    import afip_probe.metrics.detect as detect
-
     calls = []
 
     def fake_stream(model, processor, image, prompt, detector, **kwargs):
         calls.append(dict(kwargs, seed=torch.initial_seed()))
         return iter(())
 
-    class FakeDetector:
-        @staticmethod
-        def load(path):
-            return types.SimpleNamespace(model_mismatch=lambda name: None)
-
     monkeypatch.setattr(streaming, "stream", fake_stream)
-    monkeypatch.setattr(detect, "Detector", FakeDetector)
     image = tmp_path / "image.png"
     tiny.random_images(1, sizes=[(64, 64)])[0].save(image)
-    base = ["stream", str(image), "--detector", "unused.json", "--device", "cpu"]
+    base = ["stream", str(image), "--detector", "pas_layer0", "--device", "cpu"]  # a signal: no training file
     assert main([*base, "--do-sample", "--seed", "7", "--single-read"]) == 0
     assert main(base) == 0
     sampled, greedy = calls

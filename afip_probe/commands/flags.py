@@ -48,6 +48,10 @@ def add_generation_flags(parser: argparse.ArgumentParser, *, record: bool = Fals
         g.add_argument("--record", dest="level", default=d["level"], choices=LEVELS,
                        help="record level: stats (per-head statistics), maps (+ head-mean attention over the image "
                        f"keys, for heatmaps), full (+ per-head image score rows) {shown('level')}")
+        g.add_argument("--hidden", default=d["hidden"], metavar="LAYERS",
+                       help="also record decoder hidden states (float16): 'all', 'last', or indices 0..L of "
+                       "output_hidden_states like 2- or 0,4 (hidden-state signals: CGC, internal confidence, "
+                       "the probe; docs/signals.md) (default: none)")
     if record if single_read is None else single_read:
         g.add_argument("--single-read", dest="exact", action="store_false",
                        help="decoding steps take their output from the recorded score row (softmax(B)·V in "

@@ -15,8 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "hallucination risk (from a detector trained with --features live) reaches --threshold are "
                        "marked [word!risk].")
     p.add_argument("image", help="image file")
-    p.add_argument("--detector", required=True, help="detector JSON from `afip-probe detect train --features live`")
-    p.add_argument("--threshold", type=float, default=0.5, help="risk that marks a word (default: %(default)s)")
+    p.add_argument("--detector", required=True, help="detector JSON from `afip-probe detect train --features live`, "
+                   "or a training-free signal column (e.g. pas_layer0: no training file; docs/signals.md)")
+    p.add_argument("--threshold", type=float, default=0.5, help="risk that marks a word: a probability for a trained "
+                   "detector, the signal's own value (negated where lower means hallucinated) for a signal "
+                   "(default: %(default)s)")
     p.add_argument("--latency", type=float, default=0.05,
                    help="seconds a chosen token may wait to be printed with the next ones (scored together, "
                    "cheaper); 0 prints every token on its own (default: %(default)s)")
@@ -29,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..images import load_image
     from ..metrics.chair import Chair
-    from ..metrics.detect import Detector
+    from ..metrics.detect import load_detector
     from ..pipelines.streaming import risky_words, stream
 
     settings = generation_settings(args)
-    detector = Detector.load(args.detector)
+    detector = load_detector(args.detector)
     image = load_image(Path(args.image))
     loaded = settings.load()
     if (warning := detector.model_mismatch(loaded.name)) is not None:

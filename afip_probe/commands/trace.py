@@ -30,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "`afip-probe merge`); 'auto' takes i and N from RANK/WORLD_SIZE as set by accelerate launch "
                    "or torchrun and writes OUT.shard<i>of<N>")
     p.add_argument("--resume", action="store_true", help="skip samples the store already holds")
-    p.add_argument("--detector", help="a detector JSON (`afip-probe detect train`): each token row gets its "
-                   "hallucination risk as it is traced")
+    p.add_argument("--detector", help="a detector JSON (`afip-probe detect train`), or a training-free signal "
+                   "column (e.g. pas_layer0; docs/signals.md): each token row gets its hallucination risk as it is "
+                   "traced")
     p.add_argument("--max-images", type=int, help="trace only the first N images (in sorted order)")
     progress_flag(p)
     p.set_defaults(func=run)
@@ -58,14 +59,14 @@ def parse_shard(text: str | None, out: str, device: str) -> tuple[tuple[int, int
 
 def run(args: argparse.Namespace) -> int:
     from .. import api
-    from ..metrics.detect import Detector
+    from ..metrics.detect import load_detector
 
     shard, out, device = parse_shard(args.shard, args.out, args.device)
-    detector = Detector.load(args.detector) if args.detector else None
+    detector = load_detector(args.detector) if args.detector else None
     store = api.trace_images(args.model, args.images, out, level=args.level, prompt=args.prompt,
                              max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, exact=args.exact,
                              do_sample=args.do_sample, seed=args.seed, annotations=args.annotations,
-                             detector=detector, max_images=args.max_images, shard=shard, resume=args.resume,
+                             detector=detector, hidden=args.hidden, max_images=args.max_images, shard=shard, resume=args.resume,
                              device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                              progress=not args.no_progress)
     summary = store.run

@@ -49,6 +49,7 @@ from transformers import AttentionInterface
 
 from ..errors import AfipError
 from ..models import LoadedModel, ModelAdapter, adapter_for
+from .hidden import recording_hidden, resolve_hidden
 from .recorder import RecordConfig, Recorder, Switch
 from .rowstats import ImageIndex, KeyView, RunMasks, allowed_keys, apply_row_mask, row_scores, text_keys
 
@@ -415,6 +416,7 @@ def trace(
     modifiers: Sequence[ScoreModifier] = (),
     adapter: ModelAdapter | None = None,
     exact: bool = True,
+    hidden: str | Sequence[int] | None = None,
 ) -> Recorder:
     """Record last-row attention of every decoder layer during `model.generate()`.
 
@@ -433,6 +435,9 @@ def trace(
     Prefill always runs the model's own function. Rows a modifier changes get their output from afip-probe's
     arithmetic too.
 
+    `hidden` also keeps decoder hidden states (opt-in): indices 0..L of ``output_hidden_states`` or a spec
+    (``"all"``, ``"last"``, ``"2-"``); see `afip_probe.hooks.hidden`.
+
     Example:
         >>> from afip_probe.models import tiny, adapter_for
         >>> model, processor = tiny.tiny_llava()
@@ -444,7 +449,8 @@ def trace(
     """
     model, processor, adapter = _unpack(model, processor, adapter)
     adapter = adapter or adapter_for(model, processor)
-    recorder = Recorder(adapter.num_layers, adapter.image_token_id, RecordConfig(level, array_dtype))
+    config = RecordConfig(level, array_dtype, resolve_hidden(hidden, adapter.decoder_depth))
+    recorder = Recorder(adapter.num_layers, adapter.image_token_id, config)
     recorder.open(_tracing(model, adapter, recorder, modifiers, exact))
     return recorder
 
@@ -452,15 +458,18 @@ def trace(
 @contextlib.contextmanager
 def _tracing(model: Any, adapter: ModelAdapter, recorder: Recorder,
              modifiers: Sequence[ScoreModifier], exact: bool = True) -> Iterator[None]:
-    active = _active_session(model)
-    if active is not None:  # inside `correct(model, ...)`: record in that session
-        if active.recorder is not None:
-            raise AfipError("this model is already being traced; nest trace() at most once")
-        with _joined(active, modifiers, recorder):
+    with contextlib.ExitStack() as stack:
+        if recorder.config.hidden:
+            stack.enter_context(recording_hidden(adapter, recorder))
+        active = _active_session(model)
+        if active is not None:  # inside `correct(model, ...)`: record in that session
+            if active.recorder is not None:
+                raise AfipError("this model is already being traced; nest trace() at most once")
+            with _joined(active, modifiers, recorder):
+                yield
+            return
+        with _installed(model, _Session(adapter, recorder, modifiers, exact)):
             yield
-        return
-    with _installed(model, _Session(adapter, recorder, modifiers, exact)):
-        yield
 
 
 def intercept(model: Any, modifiers: Sequence[ScoreModifier], processor: Any = None,

@@ -218,10 +218,16 @@ class Recorder(Switch):
         self.traces: list[SampleTrace] = []
         self._run: _Run | None = None
         self._work = Workspace()  # score rows and scratch space, reused across steps and runs
+        self.hidden: Any = None  # `afip_probe.hooks.hidden.HiddenStates` when hidden states are recorded
 
     @property
     def active(self) -> bool:
         return self._run is not None
+
+    @property
+    def current_step(self) -> int | None:
+        """The step of the forward pass running now (0: prefill), None outside a traced generate()."""
+        return None if self._run is None else self._run.step
 
     def steps_since(self, first: int, tokens: list[int], b: int = 0) -> LiveSteps:
         """While generate() runs (from a streamer, once a token is chosen): the statistics of sample `b` for
@@ -247,6 +253,15 @@ class Recorder(Switch):
             layer[step - first, layers] = t[:, b].float().cpu()
         arrays = {array_name("head", f): head[:, :, i].numpy() for i, f in enumerate(HEAD_FIELDS)}
         arrays.update({array_name("layer", f): layer[:, :, i].numpy() for i, f in enumerate(LAYER_FIELDS)})
+        maps = _since(run.raw.items["maps"], first)
+        if maps:  # head-mean image maps (levels maps and full), as stored: this sample's image slots
+            slots = len(run.layouts[b].positions)
+            stacked = torch.zeros((n, self.num_layers, slots), dtype=maps[0][2].dtype)  # [S, L, n]
+            for step, layers, t in maps:
+                stacked[step - first, layers] = t[:, b, :slots].cpu()
+            arrays[array_name("maps")] = stacked.numpy()
+        if self.hidden is not None:
+            arrays.update(self.hidden.live(first, tokens, b))
         chosen = run.pending_logp[b, tokens[-1]].reshape(1)
         logprob = torch.cat([*(lp[b].reshape(1) for lp in run.logprob[first:]), chosen])  # [S]
         entropy = torch.stack([e[b] for e in run.entropy[first:]])  # [S]
@@ -257,6 +272,8 @@ class Recorder(Switch):
                   masks: RunMasks | None = None) -> None:
         masks = masks if masks is not None else RunMasks(input_ids == self.image_token_id)
         self._run = _Run(input_ids, attention_mask, layouts, masks, self.num_layers)
+        if self.hidden is not None:
+            self.hidden.start_run(masks.prompt)
 
     def abort_run(self) -> None:
         self._run = None
@@ -341,7 +358,8 @@ class Recorder(Switch):
         kv = rows.shape[-1]
         view = run.masks.view(kv, step)
         if view.offset != 0 or kv < 2 or _Block.steps_for(rows) < _Block.MIN_STEPS:  # see _Block
-            run.raw.add(step, layers, row_stats(rows, view.is_image, allowed, view.index, self._work), self.config)
+            run.raw.add(step, layers, row_stats(rows, view.is_image, allowed, view.index, self._work,
+                                                view.generated_start), self.config)
             return
         block = run.block
         if block is not None and not block.accepts(step, layers, rows):
@@ -360,7 +378,10 @@ class Recorder(Switch):
             return
         n = block.count
         view = run.masks.view(block.width, block.start)  # key 0 is position 0: one image index for every step
-        st = row_stats(block.rows[:n], view.is_image, block.allowed[:n], view.index, self._work)
+        # each staged row's own key is last: a generated key from step 1 on
+        own = (torch.arange(block.start, block.start + n, device=block.rows.device) >= 1).view(n, 1, 1, 1)
+        st = row_stats(block.rows[:n], view.is_image, block.allowed[:n], view.index, self._work,
+                       view.generated_start, own)
         for i in range(n):
             run.raw.add(block.start + i, block.layers,
                         RowStats(st.head[i], st.layer[i], st.img_mean_probs[i], st.img_scores[i],
@@ -402,7 +423,7 @@ class Recorder(Switch):
                 stacked = torch.stack([sc for _, sc, _ in same])  # [L', B, H, kv], masked
                 allowed = torch.stack([a for _, _, a in same])  # [L', B, kv]
                 view = run.masks.view(kv, step)
-                st = row_stats(stacked, view.is_image, allowed, view.index, self._work)
+                st = row_stats(stacked, view.is_image, allowed, view.index, self._work, view.generated_start)
                 target = run.corrected if kind == "corrected" else run.raw
                 target.add(step, [layer for layer, _, _ in same], st, self.config, keep_scores=kind != "corrected")
 
@@ -447,10 +468,12 @@ class Recorder(Switch):
         entropy = torch.stack(run.entropy, dim=1).cpu().numpy()  # [B, T]
         logprob = torch.stack(run.logprob, dim=1).cpu().numpy()  # [B, T]
         eos = set(eos_token_ids)
+        lengths = [next((i + 1 for i, tok in enumerate(ids) if tok in eos), len(ids)) for ids in generated.tolist()]
+        hidden = self.hidden.finish(generated, lengths) if self.hidden is not None else [{}] * len(lengths)
         out = []
         for b, layout in enumerate(run.layouts):
             ids = generated[b].tolist()
-            length = next((i + 1 for i, tok in enumerate(ids) if tok in eos), len(ids))
+            length = lengths[b]
             n = len(layout.positions)
             trace = SampleTrace(
                 prompt_ids=run.input_ids[b, run.pad[b]:].tolist(),
@@ -464,6 +487,7 @@ class Recorder(Switch):
                 maps=None if maps is None else np.ascontiguousarray(maps[:length, :, b, :n]),
                 scores=None if scores is None else np.ascontiguousarray(scores[:length, :, b, :, :n]),
                 image_var=_per_image(image_var, length, b, layout),
+                **hidden[b],
             )
             if c_head is not None and c_layer is not None:
                 trace.corrected = RowArrays(

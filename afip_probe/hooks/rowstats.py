@@ -194,6 +194,7 @@ class KeyView:
     is_image: torch.Tensor  # [B, kv] bool
     index: ImageIndex  # [B, n_max] slots, one per prompt image token
     offset: int
+    generated_start: int = 0  # key index of the first generated key (kv or more: none in this row)
 
 
 class RunMasks:
@@ -223,7 +224,7 @@ class RunMasks:
             if len(self._views) > 8:  # old steps are not asked again
                 self._views.clear()
             view = self._views[key] = KeyView(is_image=self._image_keys(offset, kv), index=self.index.window(offset),
-                                              offset=offset)
+                                              offset=offset, generated_start=max(self.prompt.shape[1] - offset, 0))
         return view
 
     def _image_keys(self, offset: int, kv: int) -> torch.Tensor:
@@ -286,14 +287,16 @@ def _safe_shift(m: torch.Tensor) -> torch.Tensor:
 
 
 def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor | None]], like: torch.Tensor,
-                     work: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     work: Workspace | None = None, tail: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Max, sum and log-sum-exp over the kept keys of score parts [..., B, H, k] (keep masks [..., B, k],
-    or None: every key kept).
+    or None: every key kept), and the log-sum-exp of the last part's keys from index `tail` on (None: none).
 
-    Returns three tensors shaped like `like` ([..., B, H]); -inf, 0 and -inf where nothing is kept.
+    Returns four tensors shaped like `like` ([..., B, H]); -inf, 0, -inf and -inf where nothing is kept.
     """
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    for part, keep in parts:
+    tail_lse = None
+    for i, (part, keep) in enumerate(parts):
         if part.shape[-1] == 0:
             continue
         if keep is None:
@@ -303,17 +306,21 @@ def _text_reductions(parts: list[tuple[torch.Tensor, torch.Tensor | None]], like
             masked, total = part.masked_fill(~k, NEG_INF), torch.where(k, part, 0.0).sum(-1)
         m = masked.amax(-1)
         shift = _safe_shift(m)
-        shifted = torch.sub(masked, shift[..., None], out=_scratch(work, "text", masked, masked.shape))
-        lse = shift + torch.log(shifted.exp_().sum(-1))
+        shifted = torch.sub(masked, shift[..., None], out=_scratch(work, "text", masked, masked.shape)).exp_()
+        lse = shift + torch.log(shifted.sum(-1))
+        if tail is not None and i == len(parts) - 1 and tail < part.shape[-1]:  # e.g. the generated keys
+            tail_lse = shift + torch.log(shifted[..., tail:].sum(-1))
         out = (m, total, lse) if out is None else (torch.maximum(out[0], m), out[1] + total,
                                                    torch.logaddexp(out[2], lse))
+    none = torch.full_like(like, NEG_INF)
     if out is None:
-        return torch.full_like(like, NEG_INF), torch.zeros_like(like), torch.full_like(like, NEG_INF)
-    return out
+        return none, torch.zeros_like(like), none, none
+    return (*out, none if tail_lse is None else tail_lse)
 
 
 def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tensor, img: ImageIndex,
-              work: Workspace | None = None) -> RowStats:
+              work: Workspace | None = None, generated_start: int | None = None,
+              own_generated: torch.Tensor | None = None) -> RowStats:
     """Statistics of last-row scores of one or more layers.
 
     scores   [..., B, H, kv] pre-softmax scores B = q·Kᵀ·scaling, masked (-inf) or not: text keys
@@ -321,6 +328,11 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     is_image [B, kv] bool, image keys
     allowed  [B, kv] bool, keys the attention mask lets the query see (or [..., B, kv], per layer)
     work     reused scratch buffers (the returned `img_scores` may be a view of them or of `scores`)
+    generated_start  key index of the first generated key (`KeyView.generated_start`; None: no
+             generated key): the keys from there on, the query's own key included, are the generated ones
+    own_generated  whether the query's own key is a generated one, broadcast over [..., B, H] (rows of
+             several steps staged together, whose own key is last whatever their length); by default
+             whether the own key's index reaches `generated_start`
     """
     s = scores if scores.dtype == torch.float32 else scores.float()
     kv, h = s.shape[-1], s.shape[-2]
@@ -330,8 +342,11 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     if img.ragged:
         pad = ~img.valid[:, None, :]
         x, x0 = x0.masked_fill(pad, NEG_INF), x0.masked_fill(pad, 0.0)
+    # generated keys: [gen, kv-1), a tail of the last text part (they follow the prompt, and so its image)
+    gen = kv - 1 if generated_start is None else min(max(generated_start, 0), kv - 1)
     if block is not None:  # text keys: before and after the image block, the query's own key excluded
         start, stop = block
+        gen = max(gen, stop)
         if bool(allowed.all()):
             parts = [(s[..., :start], None), (s[..., stop: kv - 1], None)]
             n_txt = torch.full(allowed.shape[:-1], kv - 1 - (stop - start), device=s.device)
@@ -339,13 +354,15 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
             before, after = allowed[..., :start], allowed[..., stop: kv - 1]
             parts = [(s[..., :start], before), (s[..., stop: kv - 1], after)]
             n_txt = before.sum(-1) + after.sum(-1)
+        tail = gen - stop
         self_score = s[..., kv - 1]
     else:
         text = text_keys(allowed, is_image)[..., : kv - 1]
         parts = [(s[..., : kv - 1], text)]
+        tail = gen
         self_score = s[..., kv - 1].masked_fill(is_image[:, -1:], NEG_INF)  # an image key counts as image
         n_txt = text.sum(-1)
-    t_max, t_sum, t_lse = _text_reductions(parts, self_score, work)
+    t_max, t_sum, t_lse, g_lse = _text_reductions(parts, self_score, work, tail)
     n_txt = n_txt.clamp(min=1).to(torch.float32)[..., None]  # [..., B, 1]
     n_img = img.count.clamp(min=1)[:, None]
 
@@ -372,7 +389,15 @@ def row_stats(scores: torch.Tensor, is_image: torch.Tensor, allowed: torch.Tenso
     a_norm = a_bar / a_bar.sum(-1, keepdim=True).clamp(min=TINY)
     ent_renorm = -(a_norm * torch.log(a_norm + EPS)).sum(-1)
 
-    head = torch.stack([var, m, t_max, x0.sum(-1) / n_img, t_sum / n_txt, var / n_img,
-                        torch.exp(t_lse - lse) / n_txt, lse, img_entropy, kl], dim=-2)  # [..., B, F_head, H]
+    # lookback parts: text mass split into prompt text and generated keys; the own key (0 when it is an image
+    # key) goes to the generated ones once it is one
+    txt_mass, gen_mass, own = torch.exp(t_lse - lse), torch.exp(g_lse - lse), torch.exp(self_score - lse)
+    if own_generated is None:
+        own_gen = own if generated_start is not None and generated_start <= kv - 1 else torch.zeros_like(own)
+    else:
+        own_gen = own * own_generated
+    head = torch.stack([var, m, t_max, x0.sum(-1) / n_img, t_sum / n_txt, var / n_img, txt_mass / n_txt, lse,
+                        img_entropy, kl, txt_mass - gen_mass + (own - own_gen), gen_mass + own_gen],
+                       dim=-2)  # [..., B, F_head, H]
     layer = torch.stack([ent, ent_renorm, kl.mean(-1)], dim=-1)  # [..., B, F_layer]
     return RowStats(head=head, layer=layer, img_mean_probs=a_bar, img_scores=x0, image_var=image_var)

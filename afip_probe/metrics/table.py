@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -156,14 +156,22 @@ def labelled_table(store: Any, annotations: str | None = None, layer_ranges: Map
     return table
 
 
+#: a sample's per-token columns [T] from its arrays and its samples-table row (`token_table`'s `columns`)
+SampleColumns = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], Mapping[str, np.ndarray]]
+
+
 def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str]] | None = None,
                 layer_ranges: Mapping[str, Sequence[int]] | None = None, source: str = "raw",
-                progress: bool = False) -> pd.DataFrame:
+                progress: bool = False, columns: SampleColumns | None = None,
+                rows: Callable[[pd.DataFrame], np.ndarray] | None = None) -> pd.DataFrame:
     """The tidy per-token table of a trace store, labelled with CHAIR (see the module doc).
 
     `chair` defaults to `chair_for(store)` (ground truth chosen from the traced images); `gt` overrides
     ground truth per image id. Labelling
-    warnings are kept in ``result.attrs["warnings"]``."""
+    warnings are kept in ``result.attrs["warnings"]``.
+
+    `columns` replaces the metric columns by its own (the detectors' signals: `afip_probe.metrics.detect`);
+    `rows` keeps only the labelled token rows it marks (e.g. object mentions) before any is computed."""
     samples = store.samples(status="ok")
     if samples.empty:
         raise AfipError(f"{store.root}: no finished samples to analyse")
@@ -174,31 +182,45 @@ def token_table(store: Any, chair: Chair | None = None, gt: Mapping[Any, set[str
     ranges = dict(layer_ranges) if layer_ranges is not None else default_layer_ranges(num_layers)
     chair = chair if chair is not None else chair_for(store)
     labelled = label_tokens(tokens, samples, chair, gt)
+    kept = np.ones(len(labelled), bool) if rows is None else np.asarray(rows(labelled), bool)
 
-    columns: dict[str, list[np.ndarray]] = {}
+    computed: dict[str, list[np.ndarray]] = {}
     positions = labelled.groupby("sample_id", sort=False).indices
+    meta = samples.set_index("sample_id")
     order = []
     for sid in tqdm(samples.sample_id, desc="token table", unit="sample", disable=not progress):
         idx = positions.get(sid)
         if idx is None:
             continue
-        cols = sample_metrics(store.arrays(sid), ranges, source)
+        arrays = store.arrays(sid)
+        cols = sample_metrics(arrays, ranges, source) if columns is None else columns(arrays, meta.loc[sid])
+        if not cols:
+            raise AfipError(f"sample {sid!r}: no column to compute from its arrays")
         length = len(next(iter(cols.values())))
         if length != len(idx):
             raise AfipError(f"sample {sid!r}: {len(idx)} token rows but {length} recorded steps; run `afip-probe verify`")
+        idx = idx[kept[idx]]
+        if not len(idx):
+            continue
+        steps = labelled.step.to_numpy()[idx]
         order.append(idx)
         for k, v in cols.items():
-            columns.setdefault(k, []).append(v)
+            computed.setdefault(k, []).append(np.asarray(v)[steps])
+    if not order:
+        raise AfipError(f"{store.root}: no labelled object tokens to tabulate (real or hallucinated): no object was "
+                        "mentioned, or no traced image has ground truth (give the images' COCO-format annotation "
+                        f"folder, {option('annotations')})")
     order_idx = np.concatenate(order)
     frame = labelled.iloc[order_idx].reset_index(drop=True)
-    meta = samples.set_index("sample_id")
     frame.insert(0, "model", model_name(store.settings.get("model", "")))  # never a path
     frame.insert(1, "condition", frame.sample_id.map(meta["condition"]) if "condition" in meta else "")
     frame.insert(3, "image_id", frame.sample_id.map(meta["image_id"]))
-    for k, parts in columns.items():
-        frame[k] = np.concatenate(parts).astype(np.float32)
+    added = pd.DataFrame({k: np.concatenate(parts).astype(np.float32) for k, parts in computed.items()},
+                         index=frame.index)
+    frame = pd.concat([frame.drop(columns=[c for c in added if c in frame]), added], axis=1)
     frame.attrs["warnings"] = labelled.attrs.get("warnings", [])
     frame.attrs["layer_ranges"] = ranges
     keep = ["model", "condition", "sample_id", "image_id", "step", "relative_position", "token_id", "token_text",
-            "label", "object", "mention", "word_label", "token_entropy", "logprob"] + (["risk"] if "risk" in frame else []) + list(columns)
+            "label", "object", "mention", "word_label"] + [c for c in ("token_entropy", "logprob") if c not in added] \
+        + (["risk"] if "risk" in frame else []) + list(added)
     return frame[keep]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # loading models imports torch: the command line's --help mus
     from ..models import LoadedModel
 
 from ..errors import AfipError, require_positive
-from ..records import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, RecordConfig
+from ..records import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, Layers, RecordConfig
 
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 
@@ -46,11 +46,14 @@ class GenerationSettings:
     do_sample: bool = False  # greedy unless asked
     trust_remote_code: bool = False
     exact: bool = True  # traced layers keep SDPA's outputs; False: decoding steps read their keys once
+    hidden: str = ""  # decoder hidden states to record when tracing ("", "all", "last", "2-", "0,4"; opt-in)
 
     def __post_init__(self) -> None:
         require_positive(self.max_new_tokens, "max_new_tokens")
         require_positive(self.batch_size, "batch_size")
         RecordConfig(self.level)  # validates the level before anything is loaded
+        if self.hidden not in ("", "none", "all", "last"):
+            Layers(self.hidden)  # the --hidden spec's syntax, before anything is loaded
         if self.dtype not in DTYPE_CHOICES:
             raise AfipError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPE_CHOICES)}")
 
@@ -69,6 +72,7 @@ class GenerationSettings:
                     progress=progress)
 
     def manifest(self, loaded: "LoadedModel") -> dict[str, Any]:
+        from ..hooks.hidden import resolve_hidden
         """The settings as a trace store's manifest records them (with what loading resolved)."""
         return {
             "model": loaded.name,
@@ -91,6 +95,8 @@ class GenerationSettings:
             "outputs": (f"the model's own {loaded.adapter.attn_implementation} attention, bit for bit" if self.exact
                         else f"prefill: the model's own {loaded.adapter.attn_implementation} attention; decoding "
                         "steps: softmax(B)·V in float32 from the recorded row (single-read)"),
+            # `output_hidden_states` indices of the recorded hidden states ([] when none were)
+            "hidden_layers": list(resolve_hidden(self.hidden, loaded.adapter.decoder_depth)),
         }
 
 

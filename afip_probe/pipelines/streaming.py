@@ -15,26 +15,34 @@ While the caller holds a piece, generation is suspended inside ``generate()``: t
 model until the loop ends (or the generator is closed), and torch's grad mode is the caller's own.
 
 Example:
-    >>> from afip_probe.metrics.detect import Detector
-    >>> for piece in stream(m.model, m.processor, image, detector=Detector.load("det.json")):  # doctest: +SKIP
-    ...     print(piece.text, end="", flush=True)
+    >>> import afip_probe as ap
+    >>> m = ap.load("organism", progress=False)
+    >>> image = ap.organism_scenes(1, progress=False).images[0]
+    >>> pieces = list(ap.stream(m, image, detector="pas_layer0", max_new_tokens=5))  # a training-free signal
+    >>> len(pieces), all(p.risk is not None for p in pieces)
+    (5, True)
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import greenlet
+import numpy as np
 import torch
 from transformers.generation.streamers import BaseStreamer
 
 from ..errors import AfipError
 from ..hooks import trace
-from ..metrics.detect import Detector, LiveScorer
-from ..models import ModelAdapter, adapter_for
-from ..records import DEFAULT_PROMPT
+from ..hooks.hidden import resolve_hidden
+from ..images import load_image
+from ..metrics.detect import Detector, LiveScorer, load_detector
+from ..metrics.signals import SampleContext, recording_needs
+from ..models import LoadedModel, ModelAdapter, adapter_for
+from ..records import DEFAULT_PROMPT, SampleTrace
 
 
 @dataclass
@@ -91,7 +99,7 @@ class _Streamer(BaseStreamer):
         texts = self.tokenizer.batch_decode([self.tokens[: i + 1] for i in range(first, len(self.tokens))],
                                             skip_special_tokens=True)
         risks = [None] * len(tokens) if self.scorer is None else \
-            self.scorer(live.arrays, live.token_entropy, live.logprob, tokens).tolist()
+            self.scorer(live.arrays, live.token_entropy, live.logprob, tokens, first_step=first).tolist()
         pieces = []
         for i, (token, text) in enumerate(zip(tokens, texts)):
             piece = text[len(self.text):] if text.startswith(self.text) else text
@@ -102,7 +110,8 @@ class _Streamer(BaseStreamer):
         self.caller.switch(pieces)
 
 
-def stream(model: Any, processor: Any, image: Any, prompt: str = DEFAULT_PROMPT, detector: Detector | None = None,
+def stream(model: Any, processor: Any = None, image: Any = None, prompt: str = DEFAULT_PROMPT,
+           detector: Detector | str | None = None,
            max_new_tokens: int = 64, adapter: ModelAdapter | None = None, latency: float = 0.05,
            exact: bool = True, **generate_kwargs: Any) -> Iterator[StreamPiece]:
     """Generate for one image and yield each token's `StreamPiece`, at most about `latency` seconds after
@@ -113,15 +122,42 @@ def stream(model: Any, processor: Any, image: Any, prompt: str = DEFAULT_PROMPT,
     fast model keeps tracing's batched summaries); a model slower than `latency` per token, and
     ``latency=0``, hand over every token the moment it is chosen.
     `exact` is `trace`'s (False: decoding steps read their keys once); `generate_kwargs` go to generate()
-    (greedy unless ``do_sample=True``)."""
+    (greedy unless ``do_sample=True``).
+
+    `model`: a `LoadedModel` (``afip_probe.load``), given as ``stream(m, image)``, or a module with its
+    processor, ``stream(model, processor, image)``. `image`: a PIL image or an image file. `detector`: a
+    `Detector`, its JSON file, or a signal column such as ``"pas_layer0"`` (`load_detector`)."""
+    if isinstance(model, LoadedModel):
+        if image is None:  # stream(m, image)
+            image, processor = processor, None
+        model, processor, adapter = model.model, processor or model.processor, adapter or model.adapter
+    if image is None or processor is None:
+        raise AfipError("stream needs an image: stream(m, image) with m = afip_probe.load(...), or "
+                        "stream(model, processor, image)")
+    if not hasattr(image, "width"):
+        image = load_image(Path(image))
+    if detector is not None and not isinstance(detector, Detector):
+        detector = load_detector(detector)
     if latency < 0:
         raise AfipError(f"latency is a time in seconds, >= 0 (got {latency})")
     adapter = adapter or adapter_for(model, processor)
-    scorer = None if detector is None else LiveScorer(detector, adapter.num_layers)
     device = next(model.parameters()).device
     inputs = adapter.build_inputs([image], prompt, device=device)
+    level, hidden = "stats", ()
+    scorer = None
+    if detector is not None:  # record what the detector reads: maps for ADS, its hidden states
+        level, hidden = recording_needs(detector.features, detector.trained_on.get("hidden_layers") or ())
+        if not hidden and any(f in ("ic", "image_ic") for f in detector.features):  # a signal alone: every layer
+            hidden = resolve_hidden("all", adapter.decoder_depth)
+        layout = adapter.layouts(inputs)[0]
+        prompt_ids = inputs["input_ids"][0].tolist()
+        trace_like = SampleTrace(prompt_ids, [], layout, {}, {}, np.zeros(0), np.zeros(0))
+        tiles = adapter.sample_tiles(layout, prompt_ids, [(image.width, image.height)])
+        context = SampleContext.from_trace(trace_like, tiles,
+                                           adapter.num_layers, hidden)
+        scorer = LiveScorer(detector, adapter.num_layers, context)
     tokenizer = getattr(processor, "tokenizer", processor)
-    rec = trace(model, processor, adapter=adapter, exact=exact)
+    rec = trace(model, processor, adapter=adapter, exact=exact, level=level, hidden=hidden)
     streamer = _Streamer(rec, tokenizer, scorer, greenlet.getcurrent(), latency)
     worker = greenlet.greenlet(lambda: model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
                                                       **{"do_sample": False, **generate_kwargs}))

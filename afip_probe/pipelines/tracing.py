@@ -24,6 +24,7 @@ from ..errors import AfipError, option
 from ..hooks import trace
 from ..images import ImageItem, collect_images, load_image
 from ..metrics.detect import Detector, trace_features
+from ..metrics.signals import SampleContext, recording_needs
 from ..models import LoadedModel
 from ..records import SampleImage, SampleRow, token_rows
 from ..store import StoreWriter
@@ -119,6 +120,7 @@ def trace_images(
     if detector is not None:
         if (warning := detector.model_mismatch(loaded.name)) is not None:
             warnings.warn(warning, stacklevel=2)
+        check_recording(detector, settings.level, manifest["hidden_layers"])
         manifest["detector"] = {"kind": detector.kind, "features": len(detector.features), **detector.trained_on}
     if annotations is not None:  # the ground truth later commands label this store's tokens with
         manifest["annotations"] = str(Path(annotations).resolve())
@@ -146,6 +148,25 @@ def check_conditions(conditions: Sequence[Condition], loaded: LoadedModel) -> No
         for modifier in modifiers:
             if hasattr(modifier, "layer_set"):
                 modifier.layer_set(loaded.adapter.decoder_depth)
+
+
+def check_recording(detector: Detector, level: str, hidden: list[int]) -> None:
+    """Refuse a trace that does not record what `detector` reads (before anything is traced)."""
+    trained = [int(i) for i in detector.trained_on.get("hidden_layers") or []]
+    need_level, need_hidden = recording_needs(detector.features, trained)
+    if need_level == "maps" and level == "stats":
+        raise AfipError("this detector reads ADS, from the attention maps: trace with --record maps")
+    missing = sorted(set(need_hidden) - set(hidden))
+    if missing:
+        raise AfipError(f"this detector reads hidden states {missing}: trace with --hidden "
+                        f"{','.join(str(i) for i in need_hidden)}")
+    if any(f in ("ic", "image_ic") for f in detector.features):
+        if not hidden:
+            raise AfipError("this detector reads internal confidence, from the hidden states: trace with --hidden "
+                            "(e.g. --hidden all)")
+        if "hidden_layers" in detector.trained_on and sorted(hidden) != sorted(trained):
+            raise AfipError(f"this detector's internal confidence is a maximum over hidden states {trained}: trace "
+                            f"with --hidden {','.join(str(i) for i in trained)}")
 
 
 class _Tracer:
@@ -181,7 +202,7 @@ class _Tracer:
     def run_group(self, condition: str, modifiers: Sequence[Any], todo: list[ImageItem]) -> None:
         loaded, summary, settings = self.loaded, self.summary, self.settings
         with trace(loaded.model, loaded.processor, level=settings.level, modifiers=modifiers,
-                   adapter=loaded.adapter, exact=settings.exact) as rec:
+                   adapter=loaded.adapter, exact=settings.exact, hidden=settings.hidden) as rec:
             for number, batch in enumerate(_batches(todo, settings.batch_size)):
                 ready: list[tuple[ImageItem, list[Any]]] = []
                 for item in batch:
@@ -206,13 +227,14 @@ class _Tracer:
                         continue
                     for (item, imgs), tr in zip(ready, rec.traces):
                         text, tokens = token_rows(item.sample_id, tr, self.tokenizer)
-                        if self.detector is not None:  # risk per token, from the statistics just recorded
-                            features = trace_features(tr.arrays(), tokens, self.detector.features,
-                                                      loaded.adapter.num_layers)
-                            tokens["risk"] = self.detector.predict(features).to_numpy(np.float32)
                         images = self.images(item, imgs)
                         tiles = loaded.adapter.sample_tiles(tr.layout, tr.prompt_ids,
                                                             [(im.width, im.height) for im in images])
+                        if self.detector is not None:  # risk per token, from the statistics just recorded
+                            context = SampleContext.from_trace(tr, tiles, loaded.adapter.num_layers,
+                                                               self.writer.settings["hidden_layers"])
+                            features = trace_features(tr.arrays(), tokens, self.detector.features, context)
+                            tokens["risk"] = self.detector.predict(features).to_numpy(np.float32)
                         row = self.base_row(item, condition).with_trace(tr, text, images, tiles)
                         self.writer.write_sample(row, tr, tokens)
                         summary.ok += 1

@@ -1,4 +1,5 @@
-"""Figures of hallucination detectors: ROC, precision–recall and reliability (calibration) curves.
+"""Figures of hallucination detectors: ROC, precision–recall and reliability (calibration) curves, and one
+ROC figure per group of `afip-probe detect eval`'s comparison (in-domain and transfer side by side).
 
 Example:
     >>> import numpy as np
@@ -42,6 +43,37 @@ def detector_figure(evaluations: Sequence[Evaluation]) -> Any:
     cal_ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls="--")
     cal_ax.set(xlabel="predicted risk", ylabel="fraction hallucinated", title="reliability")
     for ax in (roc_ax, pr_ax, cal_ax):
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:  # (no reliability curve for scores that are no probabilities)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(evaluations: Sequence[Evaluation], title: str) -> Any:
+    """ROC curves of one group of a comparison: a panel per setting (in-domain, transfer), AUROC and its CI
+    in the legend.
+
+    >>> import numpy as np
+    >>> from afip_probe.metrics.detect import evaluate_scores
+    >>> rng = np.random.default_rng(1)
+    >>> y = rng.random(200) < 0.3
+    >>> ev = evaluate_scores("x", y + rng.normal(size=200), y, np.arange(200), n_resamples=20)
+    >>> ev.setting = "in-domain"
+    >>> [ax.get_title() for ax in roc_figure([ev], "single signals").axes]
+    ['single signals: in-domain']
+    """
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(ev.setting for ev in evaluations))
+    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 5.2), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        for ev in evaluations:
+            if ev.setting != setting or ev.scores is None or ev.positive is None:
+                continue
+            fpr, tpr, _ = roc_curve(ev.positive, ev.scores)
+            ax.plot(fpr, tpr, lw=1.2, label=f"{ev.name} {ev.auroc:.3f} ({ev.auroc_ci[0]:.3f}–{ev.auroc_ci[1]:.3f})")
+        ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls="--")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{title}: {setting}")
+        ax.legend(fontsize=5.5, loc="lower right")
     fig.tight_layout()
     return fig

@@ -20,7 +20,7 @@ from .fields import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, HEAD_FIELDS, LAYER_F
 from .layers import Layers
 from .layout import TILE_KINDS, ImageLayout, Region, Tile, grid_region, processor_region, read_tiles, tiles_json
 from .names import ORGANISM, model_name
-from .naming import ARRAY_KINDS, SOURCES, array_name, parse_array_name
+from .naming import ARRAY_KINDS, PER_SAMPLE_KINDS, SOURCES, array_name, parse_array_name
 from .rows import SampleImage, SampleRow, images_json, sample_images, token_rows
 from .trace import RowArrays, SampleTrace
 
@@ -33,6 +33,7 @@ __all__ = [
     "LEVELS",
     "ORGANISM",
     "PER_IMAGE_FIELDS",
+    "PER_SAMPLE_KINDS",
     "SOURCES",
     "ImageLayout",
     "Layers",

@@ -7,6 +7,10 @@
     maps                    [T, L, n]     head-mean post-softmax image attention (levels maps, full)
     scores                  [T, L, H, n]  per-head pre-softmax image scores (level full)
     token_entropy, logprob  [T]           Eq. 4 and the chosen token's log-probability (raw logits)
+    hidden                  [T, K, d]     decoder hidden states of the row that chose each token (opt-in)
+    image_hidden            [K, n, d]     the image tokens' hidden states at prefill (opt-in; not per step)
+    lens                    [T, K]        log-probability of the chosen token under the logit lens of `hidden`
+    image_lens              [T, K]        the same, best over the image tokens' states (`image_hidden`)
     corrected/<any of head, layer, maps, per_image>  the same rows after a corrector changed them
 
 Every reader and writer goes through `array_name`; no other module spells these strings.
@@ -36,7 +40,13 @@ ARRAY_KINDS: dict[str, tuple[str, ...] | None] = {
     "scores": None,
     "token_entropy": None,
     "logprob": None,
+    "hidden": None,
+    "image_hidden": None,
+    "lens": None,
+    "image_lens": None,
 }
+#: kinds whose first axis is not the generated tokens (checked per step by `afip-probe verify`)
+PER_SAMPLE_KINDS = ("image_hidden",)
 SOURCES = ("raw", "corrected")
 _CORRECTED_KINDS = ("head", "layer", "maps", "per_image")
 

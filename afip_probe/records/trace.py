@@ -9,7 +9,7 @@ Example:
     ...                  layer={f: np.zeros((T, L), np.float32) for f in LAYER_FIELDS},
     ...                  token_entropy=np.zeros(T, np.float32), logprob=np.zeros(T, np.float32))
     >>> tr.num_tokens, sorted(tr.arrays())[:2]
-    (3, ['head/img_entropy', 'head/img_max_score'])
+    (3, ['head/generated_mass', 'head/img_entropy'])
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ class SampleTrace:
     #: [T, L, H, I] VAR of each of the prompt's I images (Σ of A over that image's keys; they add up to
     #: ``head["var"]``); None when the prompt shows one image
     image_var: np.ndarray | None = None
+    hidden: np.ndarray | None = None  # [T, K, d] hidden states of the row that chose each token (opt-in)
+    image_hidden: np.ndarray | None = None  # [K, n, d] the image tokens' hidden states at prefill
+    lens: np.ndarray | None = None  # [T, K] log-probability of the chosen token, logit lens of `hidden`
+    image_lens: np.ndarray | None = None  # [T, K] the same, best over the image tokens' states
 
     @property
     def num_tokens(self) -> int:
@@ -75,4 +79,7 @@ class SampleTrace:
         out[array_name("logprob")] = self.logprob
         if self.scores is not None:
             out[array_name("scores")] = self.scores
+        for kind in ("hidden", "image_hidden", "lens", "image_lens"):
+            if getattr(self, kind) is not None:
+                out[array_name(kind)] = getattr(self, kind)
         return out

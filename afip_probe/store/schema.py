@@ -21,7 +21,8 @@ TOKENS_DIR = "tokens"
 TENSORS_DIR = "tensors"
 
 #: settings that must match for --resume to append to a store
-RESUME_KEYS = ("model", "record_level", "array_dtype", "prompt", "max_new_tokens", "dtype", "condition", "shard")
+RESUME_KEYS = ("model", "record_level", "array_dtype", "prompt", "max_new_tokens", "dtype", "condition", "shard",
+               "hidden_layers")
 
 
 def safe_id(sample_id: str) -> str:

@@ -23,7 +23,10 @@ import pyarrow.parquet as pq
 from safetensors import safe_open
 
 from ..errors import StoreError
+from ..records import PER_SAMPLE_KINDS, array_name
 from .schema import SAMPLES_DIR, TENSORS_DIR, TOKENS_DIR
+
+PER_SAMPLE_ARRAYS = {array_name(kind) for kind in PER_SAMPLE_KINDS}
 from .writer import read_manifest
 
 
@@ -70,6 +73,8 @@ def _check_sample(root: Path, row: dict, sid_file: str) -> str | None:
     try:
         with safe_open(str(ten), framework="numpy") as f:
             for key in f.keys():
+                if key in PER_SAMPLE_ARRAYS:  # not one row per generated token
+                    continue
                 arr = f.get_tensor(key)
                 if arr.shape[0] != n:
                     return f"array {key} has {arr.shape[0]} steps, the sample has {n} tokens"
