@@ -79,3 +79,16 @@ def test_store_metrics_plots_work_without_torch(tmp_path):
                                                       "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
     assert res.returncode == 0, res.stderr[-3000:]
     assert "torch-free ok 1" in res.stdout
+
+
+def test_every_vision_test_module_is_run_by_make_test():
+    """`make test` runs the `vision` tests in .venv-vision over the modules named in the Makefile's VISION_TESTS
+    (the main venv deselects them): a vision test in any other module would run nowhere."""
+    import re
+
+    makefile = (ROOT / "Makefile").read_text()
+    named = set(re.search(r"^VISION_TESTS\s*:=\s*(.+)$", makefile, re.M).group(1).split())
+    marked = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py")
+              if re.search(r"pytest\.mark\.vision\b", p.read_text())}
+    assert marked and marked == named, (marked, named)
+    assert '-m "not vision"' in makefile and "-m vision $(VISION_TESTS)" in makefile

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import require_positive
-from .flags import add_generation_flags, generation_settings
+from .flags import add_generation_flags, generation_settings, progress_flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of the scenes (default: %(default)s; the held-out "
                    "split the organism is evaluated on is seed 0)")
     s.add_argument("--out", help="dataset folder (default: the cache, $AFIP_PROBE_CACHE or ~/.cache/afip-probe)")
+    progress_flag(s)
     s.set_defaults(func=run_scenes)
 
     e = osub.add_parser("eval", help="CHAIR of a model on the held-out scenes (greedy)")
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "numbers were measured at")
     e.add_argument("--json", help="also write the report as JSON here")
     e.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
+    progress_flag(e)
     e.set_defaults(func=run_eval)
 
     t = osub.add_parser("train", help="retrain the organism (python -m afip_probe.pipelines.organism_training --help)")
@@ -46,7 +48,7 @@ def run_scenes(args: argparse.Namespace) -> int:
     if args.out is not None:  # a folder of the user's: new, empty, or scenes drawn there before
         claim_dir(args.out, "organism-scenes", writes=["images", "annotations", f".complete-{args.split}"],
                   resume=True)
-    root = dataset.ensure_split(args.split, n=args.n, seed=args.seed, root=args.out)
+    root = dataset.ensure_split(args.split, n=args.n, seed=args.seed, root=args.out, progress=not args.no_progress)
     print(f"{args.n} {args.split} scenes: images in {Path(root) / 'images' / args.split}, "
           f"annotations in {Path(root) / 'annotations'}")
     return 0
@@ -58,7 +60,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     require_positive(args.n, "n")
     out = claim_file(args.json, overwrite=args.overwrite, name="json") if args.json else None
-    report = evaluate_heldout(generation_settings(args), n=args.n)
+    report = evaluate_heldout(generation_settings(args), n=args.n, progress=not args.no_progress)
     print("\n".join(report.lines()))
     if out is not None:
         out.write_text(report_json(report) + "\n")

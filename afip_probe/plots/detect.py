@@ -65,15 +65,23 @@ def roc_figure(evaluations: Sequence[Evaluation], title: str) -> Any:
     import matplotlib.pyplot as plt
 
     settings = list(dict.fromkeys(ev.setting for ev in evaluations))
-    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 5.2), squeeze=False)
+    names = list(dict.fromkeys(ev.name for ev in evaluations))
+    # one look per detector in every panel: ten colours, then the same colours dashed, then dotted
+    looks = {name: {"color": plt.get_cmap("tab10")(i % 10), "ls": ("-", "--", ":")[(i // 10) % 3]}
+             for i, name in enumerate(names)}
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.6 * len(settings), 4.4 + 0.15 * len(names)),
+                             squeeze=False, layout="constrained")
     for ax, setting in zip(axes[0], settings):
         for ev in evaluations:
             if ev.setting != setting or ev.scores is None or ev.positive is None:
                 continue
             fpr, tpr, _ = roc_curve(ev.positive, ev.scores)
-            ax.plot(fpr, tpr, lw=1.2, label=f"{ev.name} {ev.auroc:.3f} ({ev.auroc_ci[0]:.3f}–{ev.auroc_ci[1]:.3f})")
+            ax.plot(fpr, tpr, lw=1.2, **looks[ev.name],
+                    label=f"{ev.name} {ev.auroc:.3f} ({ev.auroc_ci[0]:.3f}–{ev.auroc_ci[1]:.3f})")
         ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls="--")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{title}: {setting}")
-        ax.legend(fontsize=5.5, loc="lower right")
-    fig.tight_layout()
+        ax.set_aspect("equal")
+        # below the panel, off the curves: AUROC (95 % CI) per detector
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False,
+                  title="AUROC (95 % CI)", title_fontsize=7)
     return fig
