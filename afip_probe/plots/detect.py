@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
+
 from typing import Any, Sequence
 
 from sklearn.metrics import precision_recall_curve, roc_curve
@@ -69,15 +71,16 @@ def roc_figure(evaluations: Sequence[Evaluation], title: str) -> Any:
     # one look per detector in every panel: ten colours, then the same colours dashed, then dotted
     looks = {name: {"color": plt.get_cmap("tab10")(i % 10), "ls": ("-", "--", ":")[(i // 10) % 3]}
              for i, name in enumerate(names)}
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.6 * len(settings), 4.4 + 0.15 * len(names)),
+    height = 4.4 + 0.15 * len(names) + 0.1 * sum(len(n) > 60 for n in names)  # the legend's lines below the panel
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.8 * len(settings), height),
                              squeeze=False, layout="constrained")
     for ax, setting in zip(axes[0], settings):
         for ev in evaluations:
             if ev.setting != setting or ev.scores is None or ev.positive is None:
                 continue
             fpr, tpr, _ = roc_curve(ev.positive, ev.scores)
-            ax.plot(fpr, tpr, lw=1.2, **looks[ev.name],
-                    label=f"{ev.name} {ev.auroc:.3f} ({ev.auroc_ci[0]:.3f}–{ev.auroc_ci[1]:.3f})")
+            label = f"{ev.name} {ev.auroc:.3f} ({ev.auroc_ci[0]:.3f}–{ev.auroc_ci[1]:.3f})"
+            ax.plot(fpr, tpr, lw=1.2, **looks[ev.name], label=textwrap.fill(label, 80, subsequent_indent="  "))
         ax.plot([0, 1], [0, 1], color="#999", lw=0.8, ls="--")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{title}: {setting}")
         ax.set_aspect("equal")
