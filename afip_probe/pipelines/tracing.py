@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
-from ..errors import AfipError, option
+from ..errors import AfipError, AfipWarning, option
 from ..hooks import trace
 from ..images import ImageItem, collect_images, load_image
 from ..metrics.detect import Detector, trace_features
@@ -119,7 +119,7 @@ def trace_images(
         manifest["shard"] = f"{shard[0]}/{shard[1]}"
     if detector is not None:
         if (warning := detector.model_mismatch(loaded.name)) is not None:
-            warnings.warn(warning, stacklevel=2)
+            warnings.warn(warning, AfipWarning, stacklevel=2)
         check_recording(detector, settings.level, manifest["hidden_layers"])
         manifest["detector"] = {"kind": detector.kind, "features": len(detector.features), **detector.trained_on}
     if annotations is not None:  # the ground truth later commands label this store's tokens with

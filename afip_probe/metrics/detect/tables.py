@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ...errors import AfipError
+from ...errors import AfipError, AfipWarning
 from ..signals import SIGNALS, SampleContext, available, family_of, signal_columns
 from ..table import token_table
 from .features import GROUP, OBJECT_LABELS, image_key
@@ -32,7 +32,7 @@ def store_signals(store: Any) -> list[str]:
     missing = [n for n in SIGNALS if n not in names]
     if missing:
         warnings.warn(f"{store.root}: no {', '.join(missing)} (their arrays were not recorded; docs/signals.md says "
-                      "what each needs)", stacklevel=3)
+                      "what each needs)", AfipWarning, stacklevel=3)
     return names
 
 
