@@ -47,6 +47,33 @@ def test_the_readme_hello_world_runs_as_written_from_an_empty_folder(tmp_path):
     assert "warning" not in run.stderr.lower()
 
 
+def readme_detectors_block() -> str:
+    """The README's second Python block (the signals and detectors), which goes on from the hello world's `m`."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Hello world"):text.index("## The command line")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    return blocks[1]
+
+
+def test_the_readme_detectors_example_runs_as_written(tmp_path):
+    """The README's detectors block after the hello world's first lines (`ap`, `m`), from an empty folder: the
+    comparison's table is printed, its folder written, and every streamed token has a risk."""
+    script = tmp_path / "detectors.py"
+    script.write_text('import afip_probe as ap\nm = ap.load("organism")\n' + readme_detectors_block())
+    work = tmp_path / "work"
+    work.mkdir()
+    run = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=1200,
+                         env={**os.environ, "PYTHONPATH": ""})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "best combination" in run.stdout and (work / "detect" / "best-detector.json").exists()
+    lines = run.stdout.rstrip().splitlines()
+    table_end = max(i for i, line in enumerate(lines) if "–" in line)  # the table's last row: its CI
+    streamed = lines[table_end + 1:]  # then one line per streamed token: its text and risk
+    assert streamed and all(re.fullmatch(r".* -?\d+\.\d+", line) for line in streamed), streamed[:3]
+    assert "Traceback" not in run.stderr
+
+
 @pytest.fixture(scope="module")
 def scenes():
     return ap.organism_scenes(SCENES, progress=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import AfipError
+from ...errors import AfipError, option
 from ..signals import SIGNALS, SampleContext, family_of, signal_columns
 from ..table import METRICS, default_layer_ranges, layer_metrics
 from .features import OUTPUT, POSITION, TOKEN_PRIOR, finite
@@ -37,11 +37,12 @@ class LiveScorer:
     def __init__(self, detector: Detector, num_layers: int, context: SampleContext | None = None):
         if POSITION in detector.features:
             raise AfipError("this detector needs the caption's length (relative_position), unknown while "
-                            "generating; train one with `afip-probe detect train --features live`")
+                            f"generating: train one with {option('features', 'live')} (what is known when a token "
+                            "is chosen)")
         late = [f for f in detector.features if family_of(f) and SIGNALS[family_of(f)].needs_next_step(f)]
         if late:
             raise AfipError(f"this detector reads {late[0]}, known only one token later (the token's own "
-                            "position); train one with `afip-probe detect train --features live`")
+                            f"position): train one with {option('features', 'live')}")
         named = _ranges(num_layers)
         self.detector = detector
         self.context = context or SampleContext(0, 0, (), num_layers)
