@@ -182,7 +182,7 @@ def test_the_live_scorer_equals_the_detector_on_the_token_table(kind):
                                   first_step=a) for a, b in ((0, 1), (1, 13), (13, 30))])  # three bursts
     np.testing.assert_allclose(live, det.predict(full).to_numpy(), atol=1e-6, rtol=0)
     for late in ("relative_position", "cgc_own_h1", "hidden_own_h3_0"):
-        with pytest.raises(AfipError, match="--features live"):
+        with pytest.raises(AfipError, match="features='live'"):
             detect.LiveScorer(detect.Detector.signal(late), layers, ctx)
 
 
@@ -249,7 +249,7 @@ def test_streaming_yields_each_piece_with_the_risk_of_the_stored_statistics(orga
     assert [p.token_id for p in pieces] == store.tokens([sid]).token_id.tolist()
     assert "".join(p.text for p in pieces).strip() == store.samples().set_index("sample_id").output_text[sid].strip()
     np.testing.assert_allclose([p.risk for p in pieces], det.predict(table).to_numpy(), atol=1e-5, rtol=0)
-    with pytest.raises(AfipError, match="--features live"):
+    with pytest.raises(AfipError, match="features='live'"):
         next(stream(loaded.model, loaded.processor, load_image(image),
                     detector=detect.train(table.assign(label=["real", "hallucinated"] * (len(table) // 2)
                                                        + ["real"] * (len(table) % 2)),
