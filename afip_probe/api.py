@@ -26,11 +26,12 @@ Example (the README's hello-world, on the bundled model organism):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .errors import AfipError, AfipWarning, option, require_positive
 from .records import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT
@@ -126,7 +127,7 @@ def trace_images(model: Any, images: Any, out: str | os.PathLike, *, level: str 
     settings = GenerationSettings(model=name, prompt=prompt, level=level, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, dtype=dtype, device=device, seed=seed, do_sample=do_sample,
                                   trust_remote_code=trust_remote_code, exact=exact, hidden=hidden)
-    if detector is not None and not hasattr(detector, "predict"):
+    if detector is not None:
         from .metrics.detect import load_detector
 
         detector = load_detector(detector)
@@ -226,22 +227,33 @@ DETECTOR_FIGURES = {group: f"roc_{group.replace(' ', '-')}" for group in
 BEST_DETECTOR = "best-detector.json"  # the chosen combination, trained on all training scenes
 
 
-def _detection_table(stores: list[Any], annotations: str | None, signals: list[str] | None = None) -> Any:
-    """The object-token detection table of one or more stores (the signals all of them allow)."""
+@contextlib.contextmanager
+def _warnings_held() -> Iterator[None]:
+    """The warnings raised inside are said when the block ends normally, never beside the error that ends it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _common_signals(stores: list[Any]) -> list[str]:
+    """The signals every store's recorded arrays allow (each store warns of those it cannot give)."""
+    from .metrics import detect
+    from .metrics.signals import SIGNALS
+
+    names = [detect.store_signals(s) for s in stores]
+    return [n for n in SIGNALS if all(n in found for found in names)]
+
+
+def _detection_table(stores: list[Any], annotations: str | None, signals: list[str]) -> Any:
+    """The object-token detection table of one or more stores, with the columns of `signals`."""
     import pandas as pd
 
     from .metrics import detect
-    from .metrics.signals import SIGNALS
     from .metrics.table import chair_for
 
-    with warnings.catch_warnings(record=True) as caught:  # said once the table is built, not beside an error
-        warnings.simplefilter("always")
-        if signals is None:
-            names = [detect.store_signals(s) for s in stores]
-            signals = [n for n in SIGNALS if all(n in found for found in names)]
-        tables = [detect.detection_table(s, chair_for(s, annotations), signals, objects_only=True) for s in stores]
-    for w in caught:
-        warnings.warn(w.message, w.category, stacklevel=3)
+    tables = [detect.detection_table(s, chair_for(s, annotations), signals, objects_only=True) for s in stores]
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
 
 
@@ -282,7 +294,8 @@ def train_detector(stores: StoreLike | Sequence[StoreLike], output: str | os.Pat
     if output is not None:
         check_file(output, overwrite=overwrite, name="output")
     opened = [_opened(s) for s in _many(stores)]
-    df = _detection_table(opened, annotations)
+    with _warnings_held():
+        df = _detection_table(opened, annotations, _common_signals(opened))
     columns = detect.feature_names(df, features, prior=token_prior)
     cv = detect.cross_validate(df, columns, kind, folds, resamples, strength=strength)
     det = detect.train(df, columns, kind, strength=strength)
@@ -331,8 +344,6 @@ def evaluate_detectors(stores: StoreLike | Sequence[StoreLike], transfer: StoreL
     """
     from .metrics import detect
     from .metrics.detect import suite
-    from .metrics.findings import is_hallucinated
-    from .metrics.signals import SIGNALS
     from .outputs import check_dir
 
     require_positive(folds, "folds")
@@ -341,38 +352,41 @@ def evaluate_detectors(stores: StoreLike | Sequence[StoreLike], transfer: StoreL
         check_dir(out, "detect-eval", overwrite=overwrite)
     opened = [_opened(s) for s in _many(stores)]  # inputs first: a bad one leaves nothing behind
     new = [_opened(s) for s in _many(transfer)] if transfer is not None else []
-    if detector is not None:
-        det = detector if hasattr(detector, "predict") else detect.load_detector(detector)
-        obj = _detection_table(opened, annotations)
-        for model in obj.model.unique():
-            if (warning := det.model_mismatch(model)) is not None:
-                warnings.warn(warning, AfipWarning, stacklevel=2)
-        name = f"{det.kind} from {detector}" if not hasattr(detector, "predict") else det.kind
-        evaluations = [detect.evaluate_scores(name, det.predict(obj).to_numpy(), is_hallucinated(obj),
-                                              detect.groups_of(obj), resamples, probabilities=det.kind != "signal")]
-        report = DetectorReport(detect.table(evaluations), evaluations)
-        figures = {"detectors": None}
-    else:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            names = [detect.store_signals(s) for s in opened + new]
-        signals = [n for n in SIGNALS if all(n in found for found in names)]
-        train_df = _detection_table(opened, annotations, signals)
-        test_df = _detection_table(new, annotations, signals) if new else None
-        result = suite.compare(train_df, test_df, suite.SuiteConfig(folds=folds, resamples=resamples,
-                                                                     prior=token_prior))
-        choice = result.choice
-        best = detect.train(train_df, choice.columns(train_df), choice.kind, strength=choice.strength)
-        best.trained_on.update(_trained_on(opened, train_df, feature_set=choice.features, strength=choice.strength,
-                                           cv_auroc=round(choice.cv_auroc, 4)))
-        report = DetectorReport(detect.table(result.evaluations), result.evaluations, best, choice)
-        for w in caught:  # the signals a store could not give: said once it was measured
-            warnings.warn(w.message, w.category, stacklevel=2)
-        figures = {name: group for group, name in DETECTOR_FIGURES.items()
-                   if any(e.group == group for e in result.evaluations)}
+    with _warnings_held():  # the signals a store cannot give, a prior of another model: said once measured
+        if detector is not None:
+            report, figures = _score_saved(opened, detector, annotations, resamples), {"detectors": None}
+        else:
+            signals = _common_signals(opened + new)
+            train_df = _detection_table(opened, annotations, signals)
+            test_df = _detection_table(new, annotations, signals) if new else None
+            result = suite.compare(train_df, test_df, suite.SuiteConfig(folds=folds, resamples=resamples,
+                                                                         prior=token_prior))
+            choice = result.choice
+            best = detect.train(train_df, choice.columns(train_df), choice.kind, strength=choice.strength)
+            best.trained_on.update(_trained_on(opened, train_df, feature_set=choice.features,
+                                               strength=choice.strength, cv_auroc=round(choice.cv_auroc, 4)))
+            report = DetectorReport(detect.table(result.evaluations), result.evaluations, best, choice)
+            figures = {name: group for group, name in DETECTOR_FIGURES.items()
+                       if any(e.group == group for e in result.evaluations)}
     if out is not None:
         report.out = _write_detectors(out, report, figures, overwrite)
     return report
+
+
+def _score_saved(stores: list[Any], detector: Any, annotations: str | None, resamples: int) -> DetectorReport:
+    """One saved detector (a `Detector`, its JSON file or a signal column) scored on the stores' object tokens."""
+    from .metrics import detect
+    from .metrics.findings import is_hallucinated
+
+    det = detect.load_detector(detector)
+    obj = _detection_table(stores, annotations, _common_signals(stores))
+    for model in obj.model.unique():
+        if (warning := det.model_mismatch(model)) is not None:
+            warnings.warn(warning, AfipWarning, stacklevel=2)
+    name = f"{det.kind} from {detector}" if det is not detector else det.kind
+    evaluations = [detect.evaluate_scores(name, det.predict(obj).to_numpy(), is_hallucinated(obj),
+                                          detect.groups_of(obj), resamples, probabilities=det.kind != "signal")]
+    return DetectorReport(detect.table(evaluations), evaluations)
 
 
 def _write_detectors(out: str | os.PathLike, report: DetectorReport, figures: dict[str, str | None],

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
+from ..errors import AfipWarning
 from .flags import add_generation_flags, generation_settings
 
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(Path(args.image))
     loaded = settings.load()
     if (warning := detector.model_mismatch(loaded.name)) is not None:
-        print(f"warning: {warning}", file=sys.stderr)
+        warnings.warn(warning, AfipWarning, stacklevel=1)  # one line, as every command's warnings
     vocabulary = set(Chair({}).inverse_synonym_dict)
     tokens = flagged = 0
     torch.manual_seed(settings.seed)

@@ -39,6 +39,7 @@ import torch
 
 from ..errors import AfipError
 from ..models import ModelAdapter
+from ..records import resolve_hidden
 
 if TYPE_CHECKING:  # the recorder imports nothing from here
     from .recorder import Recorder
@@ -57,27 +58,6 @@ def decoder_parts(adapter: ModelAdapter) -> tuple[torch.nn.ModuleList, torch.nn.
         raise AfipError(f"{type(decoder).__name__} has no `layers` list and final norm afip-probe knows: hidden "
                         "states cannot be recorded for this model (trace without --hidden)")
     return layers, norm
-
-
-def resolve_hidden(spec: str | Sequence[int] | None, depth: int) -> tuple[int, ...]:
-    """Hidden-state indices from a ``--hidden`` spec over 0..`depth` (``all``, ``last``, ``2-``, ``0,4``;
-    the `afip_probe.records.Layers` convention) or a list of indices; () for none.
-
-    >>> resolve_hidden("all", 4), resolve_hidden("last", 4), resolve_hidden("1,3-", 4)
-    ((0, 1, 2, 3, 4), (4,), (1, 3, 4))
-    """
-    if spec is None or spec == "" or spec == "none":
-        return ()
-    if isinstance(spec, str):
-        if spec == "last":
-            return (depth,)
-        from ..records import Layers
-
-        return tuple(sorted(Layers("0-" if spec == "all" else spec).resolve(depth + 1)))
-    out = tuple(sorted({int(i) for i in spec}))
-    if any(not 0 <= i <= depth for i in out):
-        raise AfipError(f"hidden-state indices run from 0 to {depth} (the decoder's depth), not {list(out)}")
-    return out
 
 
 class HiddenStates:

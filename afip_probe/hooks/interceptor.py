@@ -49,7 +49,8 @@ from transformers import AttentionInterface
 
 from ..errors import AfipError
 from ..models import LoadedModel, ModelAdapter, adapter_for
-from .hidden import recording_hidden, resolve_hidden
+from ..records import resolve_hidden
+from .hidden import recording_hidden
 from .recorder import RecordConfig, Recorder, Switch
 from .rowstats import ImageIndex, KeyView, RunMasks, allowed_keys, apply_row_mask, row_scores, text_keys
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # loading models imports torch: the command line's --help mus
     from ..models import LoadedModel
 
 from ..errors import AfipError, require_positive
-from ..records import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, Layers, RecordConfig
+from ..records import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, RecordConfig, check_hidden, resolve_hidden
 
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 
@@ -45,15 +45,14 @@ class GenerationSettings:
     seed: int = 0  # every batch starts from torch.manual_seed(seed + batch number)
     do_sample: bool = False  # greedy unless asked
     trust_remote_code: bool = False
-    exact: bool = True  # traced layers keep SDPA's outputs; False: decoding steps read their keys once
+    exact: bool = True  # traced layers keep the model's own outputs; False: decoding steps read their keys once
     hidden: str = ""  # decoder hidden states to record when tracing ("", "all", "last", "2-", "0,4"; opt-in)
 
     def __post_init__(self) -> None:
         require_positive(self.max_new_tokens, "max_new_tokens")
         require_positive(self.batch_size, "batch_size")
         RecordConfig(self.level)  # validates the level before anything is loaded
-        if self.hidden not in ("", "none", "all", "last"):
-            Layers(self.hidden)  # the --hidden spec's syntax, before anything is loaded
+        check_hidden(self.hidden)  # the --hidden spec's syntax, before anything is loaded
         if self.dtype not in DTYPE_CHOICES:
             raise AfipError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPE_CHOICES)}")
 
@@ -72,7 +71,6 @@ class GenerationSettings:
                     progress=progress)
 
     def manifest(self, loaded: "LoadedModel") -> dict[str, Any]:
-        from ..hooks.hidden import resolve_hidden
         """The settings as a trace store's manifest records them (with what loading resolved)."""
         return {
             "model": loaded.name,

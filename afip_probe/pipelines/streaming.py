@@ -37,12 +37,11 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..errors import AfipError
 from ..hooks import trace
-from ..hooks.hidden import resolve_hidden
 from ..images import load_image
 from ..metrics.detect import Detector, LiveScorer, load_detector
 from ..metrics.signals import SampleContext, recording_needs
 from ..models import LoadedModel, ModelAdapter, adapter_for
-from ..records import DEFAULT_PROMPT, SampleTrace
+from ..records import DEFAULT_PROMPT, SampleTrace, resolve_hidden
 
 
 @dataclass
@@ -136,7 +135,7 @@ def stream(model: Any, processor: Any = None, image: Any = None, prompt: str = D
                         "stream(model, processor, image)")
     if not hasattr(image, "width"):
         image = load_image(Path(image))
-    if detector is not None and not isinstance(detector, Detector):
+    if detector is not None:
         detector = load_detector(detector)
     if latency < 0:
         raise AfipError(f"latency is a time in seconds, >= 0 (got {latency})")

@@ -17,7 +17,7 @@ Example:
 """
 
 from .fields import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, HEAD_FIELDS, LAYER_FIELDS, LEVELS, PER_IMAGE_FIELDS, RecordConfig
-from .layers import Layers
+from .layers import Layers, check_hidden, resolve_hidden
 from .layout import TILE_KINDS, ImageLayout, Region, Tile, grid_region, processor_region, read_tiles, tiles_json
 from .names import ORGANISM, model_name
 from .naming import ARRAY_KINDS, PER_SAMPLE_KINDS, SOURCES, array_name, parse_array_name
@@ -46,12 +46,14 @@ __all__ = [
     "TILE_KINDS",
     "Tile",
     "array_name",
+    "check_hidden",
     "grid_region",
     "images_json",
     "model_name",
     "parse_array_name",
     "processor_region",
     "read_tiles",
+    "resolve_hidden",
     "sample_images",
     "tiles_json",
     "token_rows",

@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from ..errors import AfipError
 
@@ -66,3 +66,33 @@ class Layers:
 
     def __hash__(self) -> int:
         return hash(tuple(self._parts))
+
+
+#: a ``--hidden`` spec that records no hidden state
+NO_HIDDEN = ("", "none")
+
+
+def resolve_hidden(spec: str | Sequence[int] | None, depth: int) -> tuple[int, ...]:
+    """Hidden-state indices from a ``--hidden`` spec over 0..`depth` (``all``, ``last``, ``2-``, ``0,4``;
+    the `afip_probe.records.Layers` convention) or a list of indices; () for none.
+
+    >>> resolve_hidden("all", 4), resolve_hidden("last", 4), resolve_hidden("1,3-", 4)
+    ((0, 1, 2, 3, 4), (4,), (1, 3, 4))
+    """
+    if spec is None or spec in NO_HIDDEN:
+        return ()
+    if isinstance(spec, str):
+        if spec == "last":
+            return (depth,)
+        return tuple(sorted(Layers("0-" if spec == "all" else spec).resolve(depth + 1)))
+    out = tuple(sorted({int(i) for i in spec}))
+    if any(not 0 <= i <= depth for i in out):
+        raise AfipError(f"hidden-state indices run from 0 to {depth} (the decoder's depth), not {list(out)}")
+    return out
+
+
+def check_hidden(spec: str) -> None:
+    """Refuse a malformed ``--hidden`` spec now, before the model and so its depth is known (`resolve_hidden`
+    checks the indices against the depth)."""
+    if spec not in (*NO_HIDDEN, "all", "last"):
+        Layers(spec)

@@ -106,13 +106,15 @@ class Detector:
         return cls.from_json(json.dumps(data))
 
 
-def load_detector(spec: str | Path) -> Detector:
+def load_detector(spec: "str | Path | Detector") -> Detector:
     """A saved detector (a JSON file), or a training-free signal column (e.g. ``pas_layer0``, ``ic``,
-    ``ads_late``) oriented as its paper has it: no training file needed.
+    ``ads_late``) oriented as its paper has it: no training file needed. A `Detector` is returned as it is.
 
     >>> load_detector("pas_layer0").trained_on
     {'signal': 'pas_layer0', 'hallucinated_when': 'high'}
     """
+    if isinstance(spec, Detector):
+        return spec
     path = Path(spec)
     if path.exists():
         return Detector.load(path)
